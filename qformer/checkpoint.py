@@ -1,0 +1,95 @@
+"""Bridge checkpoints: `config.json` + `model.safetensors` holding only the trained weights.
+
+Frozen backbones are named by the config and rebuilt from their own weights, never copied here.
+Loading is strict: every missing, unexpected or wrongly shaped tensor is named in the error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .encoders.base import FrozenImageEncoder
+from .llm import FrozenLM
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+# Wrappers that rename parameters: torch.compile's and DistributedDataParallel's.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model it is loaded into."""
+
+
+def frozen_prefixes(model: nn.Module) -> list[str]:
+    return [name + "." for name, m in model.named_modules() if isinstance(m, (FrozenImageEncoder, FrozenLM))]
+
+
+def bridge_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Everything the model owns except the frozen backbones, as contiguous CPU tensors."""
+    skip = tuple(frozen_prefixes(model))
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def save_bridge(model: nn.Module, directory: Path) -> None:
+    save_file(bridge_state_dict(model), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def unwrap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the prefixes torch.compile and DDP add, so their checkpoints load into a plain model."""
+    out = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def read_bridge(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); was it truncated or edited?") from e
+
+
+def load_bridge_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load strictly: the checkpoint must hold exactly the bridge's tensors, with the same shapes."""
+    state = unwrap_keys(state)
+    expected = bridge_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s): {_short(unexpected)}")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} shape mismatch(es): {_short(wrong_shape)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit this model ({'; '.join(problems)}). "
+            "Was it saved from a model with the same config.json?"
+        )
+    # Every bridge tensor is accounted for above; the frozen backbones are absent on purpose.
+    targets = model.state_dict()
+    with torch.no_grad():
+        for key, value in state.items():
+            targets[key].copy_(value)
+
+
+def _short(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,191 @@
+"""Typed configs: one dataclass per component, composed by `Blip2Config`.
+
+Dicts from JSON are turned into dataclasses strictly: an unknown key is an error that names it.
+Dimensions that depend on the built backbones (image token width, LM width) may be left as
+`None` here and are filled in, and checked, when the model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+VISION_BACKENDS = ("timm", "open_clip", "transformers", "fusion")
+LM_KINDS = ("causal", "seq2seq")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, named by its dotted key."""
+
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    return cls(**data)
+
+
+def _check_choice(value: Any, choices: tuple, key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {list(choices)}")
+
+
+@dataclass
+class VisionConfig:
+    """A frozen image encoder: which library builds it, from which weights, and how to preprocess."""
+
+    backend: str = "timm"
+    model_name: str = ""  # timm / open_clip model name, or a transformers model_type for random init
+    pretrained: str | None = None  # checkpoint file, folder, hub id, or open_clip pretrained tag
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture overrides
+    image_size: int | None = None  # None: the backbone's own default
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None  # "bicubic" / "bilinear"; None: the backbone's own
+    dtype: str = "float32"
+    members: list[VisionConfig] = field(default_factory=list)  # backend="fusion" only
+    fusion_width: int | None = None  # backend="fusion": common width of the projected token sets
+
+    def __post_init__(self) -> None:
+        _check_choice(self.backend, VISION_BACKENDS, "vision.backend")
+        _check_choice(self.dtype, DTYPES, "vision.dtype")
+        self.members = [_from_dict(VisionConfig, m, f"vision.members[{i}]") for i, m in enumerate(self.members)]
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None:
+                if len(value) != 3:
+                    raise ConfigError(f"vision.{key} needs 3 values (R, G, B), got {list(value)}")
+                setattr(self, key, tuple(float(v) for v in value))
+        if self.backend == "fusion":
+            if len(self.members) < 2:
+                raise ConfigError("vision.backend='fusion' needs at least 2 vision.members")
+            if not self.fusion_width or self.fusion_width <= 0:
+                raise ConfigError("vision.backend='fusion' needs a positive vision.fusion_width")
+        else:
+            if self.members:
+                raise ConfigError(f"vision.members is only for backend='fusion', not {self.backend!r}")
+            if not self.model_name and not self.pretrained:
+                raise ConfigError(f"vision: backend {self.backend!r} needs vision.model_name or vision.pretrained")
+
+
+@dataclass
+class QFormerConfig:
+    """The trainable bridge: learned queries and BERT-style layers (BLIP-2 defaults)."""
+
+    num_queries: int = 32
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    cross_attention_freq: int = 2
+    encoder_width: int | None = None  # image-token width; None: taken from the built encoder
+    vocab_size: int = 30523  # bert-base-uncased + [DEC]
+    max_text_length: int = 32
+    max_position_embeddings: int = 512
+    embed_dim: int = 256  # ITC projection width
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+    tokenizer: str = "bert-base-uncased"  # hub id, folder, or "byt5" (built in, needs no files)
+    bert_init: str | None = None  # a BERT checkpoint (transformers layout) to initialise the layers from
+
+    def __post_init__(self) -> None:
+        for key in ("num_queries", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                    "cross_attention_freq", "vocab_size", "max_text_length", "embed_dim"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"qformer.{key} must be positive, got {getattr(self, key)}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"qformer.hidden_size={self.hidden_size} is not divisible by qformer.num_heads={self.num_heads}"
+            )
+        if self.max_text_length > self.max_position_embeddings:
+            raise ConfigError(
+                f"qformer.max_text_length={self.max_text_length} exceeds "
+                f"qformer.max_position_embeddings={self.max_position_embeddings}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"qformer.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class LMConfig:
+    """A frozen language model: a transformers causal or seq2seq LM, from a hub id, folder or GGUF file."""
+
+    name_or_path: str | None = None
+    gguf_file: str | None = None  # file name inside name_or_path (or a full path) to load GGUF weights
+    random_config: dict[str, Any] | None = None  # {"model_type": ..., dims...}: random weights, no files
+    kind: str | None = None  # "causal" | "seq2seq"; None: read from the model's config
+    tokenizer: str | None = None  # hub id, folder, or "byt5"; None: same as name_or_path
+    dtype: str = "float32"
+    prompt: str = ""  # caption prompt
+    question_template: str = "Question: {question} Answer:"
+    max_prompt_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        _check_choice(self.dtype, DTYPES, "lm.dtype")
+        if self.kind is not None:
+            _check_choice(self.kind, LM_KINDS, "lm.kind")
+        if (self.name_or_path is None) == (self.random_config is None):
+            raise ConfigError("lm: give exactly one of lm.name_or_path or lm.random_config")
+        if self.random_config is not None and "model_type" not in self.random_config:
+            raise ConfigError("lm.random_config needs a 'model_type' (e.g. 'llama', 'opt', 't5')")
+        if "{question}" not in self.question_template:
+            raise ConfigError(f"lm.question_template must contain '{{question}}', got {self.question_template!r}")
+
+
+@dataclass
+class Blip2Config:
+    """The whole model: a frozen vision encoder, the Q-Former bridge and a frozen LM."""
+
+    vision: VisionConfig
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    lm: LMConfig | None = None  # None: a stage-1-only model (retrieval scores, no text generation)
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        self.vision = _from_dict(VisionConfig, self.vision, "vision")
+        self.qformer = _from_dict(QFormerConfig, self.qformer, "qformer")
+        if self.lm is not None:
+            self.lm = _from_dict(LMConfig, self.lm, "lm")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Blip2Config:
+        return _from_dict(cls, dict(data), "config")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Blip2Config:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> Blip2Config:
+        """A new config with overrides applied: `qformer={"num_layers": 2}` or `**{"qformer.num_layers": 2}`."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {key!r}: {part!r} is not a config section")
+                node = node[part]
+            if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+                node[leaf] = {**node[leaf], **value}
+            else:
+                node[leaf] = value
+        return Blip2Config.from_dict(data)

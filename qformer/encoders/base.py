@@ -1,0 +1,95 @@
+"""The one interface every frozen image encoder has: images in, `(B, N, D)` tokens out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize (and optionally centre-crop) and normalise, the way the encoder was trained.
+
+    `crop_pct=None` squashes the image to `size x size` (BLIP-2's processor does this);
+    otherwise the short side goes to `size / crop_pct` and the centre `size x size` is kept (timm).
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float | None = None
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        mode = InterpolationMode(self.interpolation)
+        batch = []
+        for image in images:
+            x = TF.pil_to_tensor(image)  # (3, H, W) uint8
+            if self.crop_pct is None:
+                x = TF.resize(x, [self.size, self.size], interpolation=mode, antialias=True)
+            else:
+                x = TF.resize(x, int(self.size / self.crop_pct), interpolation=mode, antialias=True)
+                x = TF.center_crop(x, [self.size, self.size])
+            x = TF.to_dtype(x, torch.float32, scale=True)
+            batch.append(TF.normalize(x, list(self.mean), list(self.std)))
+        return torch.stack(batch)  # (B, 3, size, size)
+
+
+class FrozenImageEncoder(nn.Module):
+    """Base class: a pretrained backbone that never trains.
+
+    Subclasses build `self.backbone`, set `self.width` and `self.preprocessor`, and implement
+    `forward_tokens`. The frozen contract: no parameter requires grad, eval mode survives the
+    parent's `.train()`, and no autograd graph is built.
+    """
+
+    width: int
+    preprocessor: Preprocess
+
+    def __init__(self, dtype: str = "float32"):
+        super().__init__()
+        self.dtype = DTYPES[dtype]
+
+    def freeze(self) -> FrozenImageEncoder:
+        self.to(self.dtype)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenImageEncoder:
+        # Dropout, stochastic depth and batch-norm statistics must not change a frozen backbone.
+        return super().train(False)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Pixels:
+        return self.preprocessor(images)
+
+    def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, pixels: Pixels) -> torch.Tensor:
+        assert isinstance(pixels, torch.Tensor)
+        return self.forward_tokens(pixels.to(self.dtype)).float()  # (B, N, width)
+
+
+def merge_preprocess(default: Preprocess, size: int | None, mean, std, interpolation: str | None) -> Preprocess:
+    """The backbone's own preprocessing, with any values the user set in the config on top."""
+    return Preprocess(
+        size=size or default.size,
+        mean=tuple(mean) if mean else default.mean,
+        std=tuple(std) if std else default.std,
+        interpolation=interpolation or default.interpolation,
+        crop_pct=default.crop_pct,
+    )

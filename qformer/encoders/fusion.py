@@ -1,0 +1,30 @@
+"""Two or more frozen encoders whose token sets are projected to one width and concatenated."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .base import FrozenImageEncoder, Pixels
+
+
+class FusedEncoder(nn.Module):
+    """Frozen members, trainable projections (they belong to the bridge and are saved with it)."""
+
+    def __init__(self, members: Sequence[FrozenImageEncoder], width: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.projections = nn.ModuleList(nn.Linear(m.width, width) for m in members)
+        self.width = width
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Pixels:
+        return tuple(m.preprocess(images) for m in self.members)
+
+    def forward(self, pixels: Pixels) -> torch.Tensor:
+        if not isinstance(pixels, tuple) or len(pixels) != len(self.members):
+            raise ValueError(f"a fused encoder needs a tuple of {len(self.members)} pixel batches")
+        tokens = [proj(m(x)) for m, proj, x in zip(self.members, self.projections, pixels)]
+        return torch.cat(tokens, dim=1)  # (B, N_1 + N_2 + ..., width)

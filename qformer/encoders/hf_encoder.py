@@ -1,0 +1,62 @@
+"""transformers vision models: CLIP, SigLIP, DINOv2 and BLIP-2's own ViT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+from ..config import VisionConfig
+from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, merge_preprocess
+
+SUPPORTED = ("CLIPVisionModel", "SiglipVisionModel", "Dinov2Model", "Blip2VisionModel")
+
+
+class HFVisionEncoder(FrozenImageEncoder):
+    """`model_name` is the transformers class; `pretrained` a hub id or folder, else random init
+    from `model_kwargs` (the class's config fields)."""
+
+    def __init__(self, config: VisionConfig):
+        super().__init__(config.dtype)
+        if config.model_name not in SUPPORTED:
+            raise ValueError(f"vision.model_name={config.model_name!r}: the transformers backend supports {SUPPORTED}")
+        model_cls = getattr(transformers, config.model_name)
+        if config.pretrained:
+            self.backbone = model_cls.from_pretrained(config.pretrained, **config.model_kwargs)
+        else:
+            self.backbone = model_cls(model_cls.config_class(**config.model_kwargs))
+        vision_config = self.backbone.config
+        self.width = vision_config.hidden_size
+        default = _processor_preprocess(config.pretrained) or Preprocess(
+            size=vision_config.image_size, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+        )
+        self.preprocessor = merge_preprocess(
+            default, config.image_size, config.mean, config.std, config.interpolation
+        )
+        self.freeze()
+
+    def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=pixels).last_hidden_state  # (B, N, width)
+
+
+def _processor_preprocess(pretrained: str | None) -> Preprocess | None:
+    """Read the checkpoint's own image-processor settings when it ships them."""
+    if not pretrained:
+        return None
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(pretrained)
+    except (OSError, ValueError):
+        if Path(pretrained).is_dir():
+            return None  # a local folder without preprocessor_config.json: fall back to defaults
+        raise
+    size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
+    edge = size.get("height") or size.get("shortest_edge")
+    resample = getattr(processor, "resample", 3)
+    return Preprocess(
+        size=edge,
+        mean=tuple(processor.image_mean),
+        std=tuple(processor.image_std),
+        interpolation="bicubic" if int(resample) == 3 else "bilinear",
+        crop_pct=None if not getattr(processor, "do_center_crop", False) else edge / processor.size.get("shortest_edge", edge),
+    )

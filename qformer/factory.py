@@ -1,0 +1,50 @@
+"""Presets by name: `list_models()` shows them, `create_model(name_or_path, **overrides)` builds one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import Blip2Config
+from .model import Blip2
+
+# A source checkout keeps presets in configs/models/; a built wheel carries them as qformer/presets/.
+PRESET_DIRS = (
+    Path(__file__).resolve().parent / "presets",
+    Path(__file__).resolve().parent.parent / "configs" / "models",
+)
+
+
+def _presets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in PRESET_DIRS:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def list_models() -> list[str]:
+    """Names of the model presets that `create_model` accepts."""
+    return sorted(_presets())
+
+
+def get_config(name: str, **overrides: Any) -> Blip2Config:
+    """The resolved config of a preset (or a config JSON file), with overrides applied."""
+    presets = _presets()
+    if name in presets:
+        config = Blip2Config.from_json(presets[name])
+    elif Path(name).is_file() and name.endswith(".json"):
+        config = Blip2Config.from_json(name)
+    else:
+        raise KeyError(f"unknown model preset {name!r}; choose one of {list_models()} or give a config .json file")
+    return config.with_overrides(**overrides)
+
+
+def create_model(name_or_path: str, **overrides: Any) -> Blip2:
+    """Build a model from a preset name or config file (fresh bridge weights), or load a saved
+    bridge from a folder or hub id. Overrides are config values: `qformer={"num_layers": 2}`."""
+    presets = _presets()
+    if name_or_path in presets or name_or_path.endswith(".json"):
+        return Blip2(get_config(name_or_path, **overrides))
+    return Blip2.from_pretrained(name_or_path, **overrides)

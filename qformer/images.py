@@ -1,0 +1,123 @@
+"""Turning whatever a user passes as an image into an upright 8-bit RGB `PIL.Image`.
+
+Every failure is an `ImageLoadError` that names the input, so one bad file in a batch can be
+reported (or skipped) without losing the others.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+# Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse at the limit itself.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+class ImageLoadError(ValueError):
+    """An input that could not be turned into an image, with the reason and what to do."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+def describe(image: ImageInput) -> str:
+    """A short name for an input, for messages and result records."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, Image.Image):
+        return f"<PIL image {image.mode} {image.size[0]}x{image.size[1]}>"
+    if isinstance(image, np.ndarray):
+        return f"<array {tuple(image.shape)} {image.dtype}>"
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes>"
+    return f"<{type(image).__name__}>"
+
+
+def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode, EXIF-rotate and convert one input to RGB. Raises `ImageLoadError` naming the input."""
+    name = describe(image)
+    if isinstance(image, np.ndarray):
+        return _to_rgb(_from_array(image, name), name)
+    if isinstance(image, Image.Image):
+        _check_size(image, name, max_pixels)
+        return _to_rgb(ImageOps.exif_transpose(image), name)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageLoadError(name, "no such file" if not path.exists() else "not a file")
+        source: io.BytesIO | Path = path
+    elif isinstance(image, bytes):
+        source = io.BytesIO(image)
+    else:
+        raise ImageLoadError(name, "expected a path, bytes, a PIL image or a numpy array")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as opened:
+                _check_size(opened, name, max_pixels)
+                opened.load()  # decode now, so a truncated file fails here and not later
+                upright = ImageOps.exif_transpose(opened)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(name, f"too large to decode safely ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(name, "not an image file Pillow can read") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(name, f"corrupt or truncated image ({e})") from e
+    return _to_rgb(upright, name)
+
+
+def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            name, f"{width}x{height} pixels is over the limit of {max_pixels}; downscale it first"
+        )
+    if width == 0 or height == 0:
+        raise ImageLoadError(name, f"empty image ({width}x{height})")
+
+
+def _from_array(array: np.ndarray, name: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageLoadError(name, "an array image must be HxW, HxWx3 or HxWx4 (or CHW)")
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(array, 0.0, 1.0) * 255.0
+    elif array.dtype == np.uint16:
+        array = array / 257.0
+    elif array.dtype != np.uint8:
+        raise ImageLoadError(name, f"unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0, 1]")
+    return Image.fromarray(np.round(array).astype(np.uint8))
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit / 32-bit integer grayscale: Pillow's convert("RGB") would clip, not rescale.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return _from_array(array / top, name).convert("RGB")
+    if image.mode == "F":
+        return _from_array(np.asarray(image, dtype=np.float64), name).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels carry arbitrary colours; show them on white, as a viewer would.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

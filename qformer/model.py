@@ -1,0 +1,276 @@
+"""`Blip2`: frozen image encoder -> trainable Q-Former -> projection -> frozen language model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from torch import nn
+
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_bridge_state, read_bridge, save_bridge
+from .config import Blip2Config, ConfigError
+from .encoders import Pixels, build_encoder
+from .images import ImageInput, ImageLoadError, load_image
+from .llm import FrozenLM
+from .qformer import QFormer
+from .stage1 import Stage1Heads, hard_negatives
+from .tokenizers import QFormerTokenizer
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A BLIP-2 style bridge made with [qformer]({{ repo_url }}): a Q-Former with {{ num_queries }} learned
+queries between a frozen image encoder and a frozen language model. This repository holds only the
+bridge (queries, Q-Former, heads and projection); the frozen backbones are named in `config.json`.
+
+- Image encoder: `{{ vision }}`
+- Language model: `{{ lm }}`
+- Trainable parameters: {{ num_params }}
+
+```python
+import qformer
+model = qformer.Blip2.from_pretrained("{{ repo_id }}")
+print(model.caption(["photo.jpg"]))
+```
+"""
+
+
+class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q-former", "image-to-text"],
+            repo_url="https://github.com/qformer/qformer", model_card_template=MODEL_CARD):
+    """A BLIP-2 model. Only the bridge trains: `query_tokens`, `qformer`, `heads` and `projection`
+    (and fusion projections, when the vision config fuses several encoders)."""
+
+    def __init__(self, config):  # untyped on purpose: the hub mixin must hand us the raw dict
+        super().__init__()
+        config = config if isinstance(config, Blip2Config) else Blip2Config.from_dict(config)
+        # step 1: the frozen image encoder fixes the width of the image tokens
+        self.vision = build_encoder(config.vision)
+        qformer_config = config.qformer
+        if qformer_config.encoder_width is None:
+            qformer_config = dataclasses.replace(qformer_config, encoder_width=self.vision.width)
+        elif qformer_config.encoder_width != self.vision.width:
+            raise ConfigError(
+                f"qformer.encoder_width={qformer_config.encoder_width} but the vision encoder "
+                f"({config.vision.backend}:{config.vision.model_name}) gives tokens of width {self.vision.width}"
+            )
+        # step 2: the Q-Former, its text tokenizer and the stage-1 heads
+        self.tokenizer = QFormerTokenizer(qformer_config.tokenizer, qformer_config.max_text_length)
+        if len(self.tokenizer) > qformer_config.vocab_size:
+            raise ConfigError(
+                f"qformer.vocab_size={qformer_config.vocab_size} is smaller than the {len(self.tokenizer)} "
+                f"tokens of qformer.tokenizer={qformer_config.tokenizer!r} (with [DEC] added)"
+            )
+        self.qformer = QFormer(qformer_config)
+        self.heads = Stage1Heads(qformer_config)
+        # step 3: the frozen LM and the projection into its embedding space
+        self.lm = FrozenLM(config.lm) if config.lm is not None else None
+        self.projection = nn.Linear(qformer_config.hidden_size, self.lm.hidden_size) if self.lm else None
+        self.config = dataclasses.replace(config, qformer=qformer_config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.qformer.query_tokens.device
+
+    # --- the building blocks ------------------------------------------------------------------
+
+    def load_images(
+        self, images: ImageInput | Sequence[ImageInput], return_exceptions: bool = False
+    ) -> tuple[Pixels | None, list[ImageLoadError | None]]:
+        """Pixels for the readable images, and per input either None or the error that stopped it."""
+        images = _as_list(images, "images")
+        loaded, errors = [], []
+        for image in images:
+            try:
+                loaded.append(load_image(image))
+                errors.append(None)
+            except ImageLoadError as e:
+                if not return_exceptions:
+                    raise
+                errors.append(e)
+        return (self.vision.preprocess(loaded) if loaded else None), errors
+
+    def encode_images(self, pixels: Pixels) -> torch.Tensor:
+        pixels = tuple(p.to(self.device) for p in pixels) if isinstance(pixels, tuple) else pixels.to(self.device)
+        return self.vision(pixels)  # (B, N, encoder_width), no grad
+
+    def query_outputs(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        return self.qformer(image_tokens)  # (B, Q, D)
+
+    def visual_prompt(self, pixels: Pixels) -> torch.Tensor:
+        """The soft prompt for the LM: projected query outputs, `(B, Q, D_lm)`."""
+        if self.projection is None:
+            raise ValueError("this model has no language model (config.lm is None); it can only score image-text pairs")
+        return self.projection(self.query_outputs(self.encode_images(pixels)))
+
+    # --- training -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixels: Pixels,
+        texts: Sequence[str],
+        stage: Literal[1, 2] = 2,
+        prompts: Sequence[str] | None = None,
+        image_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Losses for one batch: stage 1 gives `itc`, `itm`, `itg`; stage 2 gives `lm`. `loss` is their sum."""
+        if stage == 1:
+            return self.stage1_losses(pixels, texts, image_ids)
+        if stage == 2:
+            return self.stage2_loss(pixels, texts, prompts)
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+    def stage1_losses(self, pixels: Pixels, texts: Sequence[str], image_ids: torch.Tensor | None = None) -> dict:
+        batch = len(texts)
+        if batch < 2:
+            raise ValueError("stage 1 needs at least 2 image-text pairs per batch (ITC and ITM contrast them)")
+        queries = self.qformer.num_queries
+        # step 1: frozen image tokens and tokenized text
+        image_tokens = self.encode_images(pixels)  # (B, N, Dv)
+        ids, mask = self.tokenizer(texts, self.device)  # (B, T)
+        # step 2: ITC, queries and text in one pass that keeps them apart
+        hidden = self.qformer(image_tokens, ids, mask, mode="unimodal")  # (B, Q + T, D)
+        image_feats = self.heads.image_features(hidden[:, :queries])  # (B, Q, E)
+        text_feats = self.heads.text_features(hidden[:, queries])  # (B, E), the [CLS] output
+        itc, similarity = self.heads.itc_loss(image_feats, text_feats)
+        # step 3: ITM on positives, (image, hard negative text) and (hard negative image, text)
+        negative_text, negative_image = hard_negatives(similarity, image_ids)
+        pair_tokens = torch.cat([image_tokens, image_tokens, image_tokens[negative_image]])  # (3B, N, Dv)
+        pair_ids = torch.cat([ids, ids[negative_text], ids])
+        pair_mask = torch.cat([mask, mask[negative_text], mask])
+        pair_hidden = self.qformer(pair_tokens, pair_ids, pair_mask, mode="bidirectional")
+        itm_labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(self.device)
+        itm = nn.functional.cross_entropy(self.heads.itm_logits(pair_hidden[:, :queries]), itm_labels)
+        # step 4: ITG, text generated from the queries through the causal mask; [DEC] starts the text
+        dec_ids = ids.clone()
+        dec_ids[:, 0] = self.tokenizer.dec_token_id
+        gen_hidden = self.qformer(image_tokens, dec_ids, mask, mode="causal")
+        itg = self.heads.itg_loss(gen_hidden[:, queries:], dec_ids, mask)
+        return {"loss": itc + itm + itg, "itc": itc, "itm": itm, "itg": itg}
+
+    def stage2_loss(self, pixels: Pixels, targets: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
+        prefix = self.visual_prompt(pixels)  # (B, Q, D_lm)
+        prompts = list(prompts) if prompts is not None else [self.config.lm.prompt] * len(targets)
+        loss = self.lm.loss(prefix, prompts, targets)
+        return {"loss": loss, "lm": loss}
+
+    # --- inference ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def caption(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompt: str | None = None,
+        return_exceptions: bool = False,
+        **generation: Any,
+    ) -> list[str | ImageLoadError]:
+        """One caption per image. With `return_exceptions=True` an unreadable image gives its
+        `ImageLoadError` in its place and the others are still captioned."""
+        images = _as_list(images, "images")
+        prompt = self.config.lm.prompt if prompt is None and self.config.lm else prompt
+        return self._generate(images, [prompt or ""] * len(images), return_exceptions, generation)
+
+    @torch.no_grad()
+    def ask(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        questions: str | Sequence[str],
+        return_exceptions: bool = False,
+        **generation: Any,
+    ) -> list[str | ImageLoadError]:
+        """One answer per (image, question); a single question is asked of every image."""
+        images = _as_list(images, "images")
+        questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
+        if len(questions) != len(images):
+            raise ValueError(f"ask() got {len(images)} images but {len(questions)} questions")
+        for i, q in enumerate(questions):
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"question {i} is empty; ask something about the image")
+        template = self.config.lm.question_template if self.config.lm else "{question}"
+        prompts = [template.format(question=q.strip()) for q in questions]
+        return self._generate(images, prompts, return_exceptions, generation)
+
+    def _generate(self, images, prompts, return_exceptions, generation) -> list:
+        if self.lm is None:
+            raise ValueError("this model has no language model (config.lm is None); it cannot generate text")
+        self.lm.prompt_ids(prompts)  # fail on an overlong prompt before any image work
+        pixels, errors = self.load_images(images, return_exceptions)
+        texts: list = list(errors)
+        if pixels is not None:
+            kept = [p for p, e in zip(prompts, errors) if e is None]
+            answers = iter(self.lm.generate(self.visual_prompt(pixels), kept, **generation))
+            texts = [next(answers) if e is None else e for e in errors]
+        return texts
+
+    @torch.no_grad()
+    def scores(
+        self, images: ImageInput | Sequence[ImageInput], texts: Sequence[str], method: Literal["itc", "itm"] = "itc"
+    ) -> torch.Tensor:
+        """Image-text match scores `(num_images, num_texts)`: ITC cosine similarity, or ITM match probability."""
+        texts = _as_list(texts, "texts")
+        pixels, _ = self.load_images(images)
+        image_tokens = self.encode_images(pixels)
+        ids, mask = self.tokenizer(texts, self.device)
+        if method == "itc":
+            image_feats = self.heads.image_features(self.query_outputs(image_tokens))
+            text_feats = self.heads.text_features(self.qformer(None, ids, mask)[:, 0])
+            return self.heads.similarity(image_feats, text_feats)
+        if method != "itm":
+            raise ValueError(f"method must be 'itc' or 'itm', got {method!r}")
+        rows = []
+        for tokens in image_tokens:  # every text against one image at a time
+            pair_tokens = tokens[None].expand(len(texts), -1, -1)
+            hidden = self.qformer(pair_tokens, ids, mask, mode="bidirectional")
+            rows.append(self.heads.itm_logits(hidden[:, : self.qformer.num_queries]).softmax(-1)[:, 1])
+        return torch.stack(rows)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_bridge(self, save_directory)
+        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    def generate_model_card(self, *args, **kwargs):
+        lm = self.config.lm
+        return super().generate_model_card(
+            name=self.config.name,
+            num_queries=self.config.qformer.num_queries,
+            vision=f"{self.config.vision.backend}: {self.config.vision.model_name or self.config.vision.pretrained}",
+            lm=(lm.name_or_path or lm.random_config.get("model_type") + " (random)") if lm else "none",
+            num_params=f"{sum(p.numel() for p in self.trainable_parameters()):,}",
+            repo_id=kwargs.pop("repo_id", "path/to/this/folder"),
+            **kwargs,
+        )
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
+                         config=None, map_location: str = "cpu", **overrides) -> Blip2:
+        def fetch(name: str) -> Path:
+            if Path(model_id).is_dir():
+                return Path(model_id) / name
+            return Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, local_files_only=local_files_only, token=token))
+
+        config_path = fetch(CONFIG_NAME)
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME}; is this a qformer checkpoint folder?")
+        blip2_config = Blip2Config.from_json(config_path).with_overrides(**overrides)
+        model = cls(blip2_config)
+        load_bridge_state(model, read_bridge(fetch(WEIGHTS_NAME)), f"{model_id}/{WEIGHTS_NAME}")
+        return model.to(map_location).eval()
+
+
+def _as_list(items: Any, what: str) -> list:
+    items = [items] if isinstance(items, (str, Path, bytes)) or not isinstance(items, Sequence) else list(items)
+    if not items:
+        raise ValueError(f"got an empty batch of {what}; pass at least one")
+    return items

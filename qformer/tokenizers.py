@@ -1,0 +1,64 @@
+"""Tokenizers: loading them by name, and the Q-Former's own text tokenizer.
+
+`"byt5"` names transformers' byte-level tokenizer, which needs no vocabulary file: the tiny
+random presets use it so that they run with no download at all.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
+
+BUILTIN_BYTE_TOKENIZER = "byt5"
+
+
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
+    if name_or_path == BUILTIN_BYTE_TOKENIZER:
+        return ByT5Tokenizer()
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad ragged rows of ids into a `(B, T)` tensor."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+class QFormerTokenizer:
+    """Text for the Q-Former's text branch: `[CLS] tokens [SEP]`, padded on the right.
+
+    BLIP-2 swaps the first token for `[DEC]` in image-grounded generation (ITG); `dec_token_id`
+    is that token. Both special tokens are added to the vocabulary when the tokenizer lacks them.
+    """
+
+    def __init__(self, name_or_path: str, max_length: int):
+        self.tokenizer = load_tokenizer(name_or_path)
+        special: dict[str, str] = {"bos_token": "[DEC]"}
+        if self.tokenizer.cls_token is None:
+            special["cls_token"] = "[CLS]"
+        if self.tokenizer.sep_token is None and self.tokenizer.eos_token is None:
+            special["sep_token"] = "[SEP]"
+        self.tokenizer.add_special_tokens(special)
+        self.max_length = max_length
+        self.cls_token_id = self.tokenizer.cls_token_id
+        self.dec_token_id = self.tokenizer.bos_token_id
+        self.end_token_id = self.tokenizer.sep_token_id if self.tokenizer.sep_token else self.tokenizer.eos_token_id
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def __call__(self, texts: Sequence[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """`(input_ids, attention_mask)`, both `(B, T)`, truncated to `max_length`."""
+        bodies = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        rows = [[self.cls_token_id, *body[: self.max_length - 2], self.end_token_id] for body in bodies]
+        mask = pad_rows([[1] * len(r) for r in rows], 0)
+        return pad_rows(rows, self.pad_token_id).to(device), mask.to(device)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
