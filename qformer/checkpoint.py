@@ -44,9 +44,8 @@ def unwrap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip the prefixes torch.compile and DDP add, so their checkpoints load into a plain model."""
     out = {}
     for key, value in state.items():
-        for prefix in WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
         out[key] = value
     return out
 

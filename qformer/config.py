@@ -55,6 +55,7 @@ class VisionConfig:
     std: tuple[float, float, float] | None = None
     interpolation: str | None = None  # "bicubic" / "bilinear"; None: the backbone's own
     dtype: str = "float32"
+    seed: int = 0  # random-init backbones are a pure function of their config, so never need saving
     members: list[VisionConfig] = field(default_factory=list)  # backend="fusion" only
     fusion_width: int | None = None  # backend="fusion": common width of the projected token sets
 
@@ -128,6 +129,7 @@ class LMConfig:
     kind: str | None = None  # "causal" | "seq2seq"; None: read from the model's config
     tokenizer: str | None = None  # hub id, folder, or "byt5"; None: same as name_or_path
     dtype: str = "float32"
+    seed: int = 0  # for random_config: the same config always builds the same weights
     prompt: str = ""  # caption prompt
     question_template: str = "Question: {question} Answer:"
     max_prompt_tokens: int = 128

@@ -34,7 +34,9 @@ class FrozenLM(nn.Module):
             model_config = AutoConfig.for_model(**config.random_config)
             self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
             auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
-            self.model = auto.from_config(model_config, dtype=dtype)
+            with torch.random.fork_rng(devices=[]):  # the config's seed fixes the weights
+                torch.manual_seed(config.seed)
+                self.model = auto.from_config(model_config, dtype=dtype)
         else:
             model_config = AutoConfig.from_pretrained(config.name_or_path, **self._gguf_kwargs())
             self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..config import VisionConfig
@@ -13,6 +14,13 @@ def build_encoder(config: VisionConfig) -> nn.Module:
     """A frozen encoder (or a fusion of several) with `.width`, `.preprocess(images)` and `forward(pixels)`."""
     if config.backend == "fusion":
         return FusedEncoder([build_encoder(m) for m in config.members], config.fusion_width)
+    # Weights not loaded from a file come from the config's seed, without touching the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _build_backend(config)
+
+
+def _build_backend(config: VisionConfig) -> FrozenImageEncoder:
     if config.backend == "timm":
         from .timm_encoder import TimmEncoder
 
