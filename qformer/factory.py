@@ -47,4 +47,9 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
     presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):
         return Blip2(get_config(name_or_path, **overrides))
+    if not Path(name_or_path).is_dir() and name_or_path.count("/") != 1:
+        raise KeyError(
+            f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
+            "not a folder, and not a hub id of the form owner/name"
+        )
     return Blip2.from_pretrained(name_or_path, **overrides)

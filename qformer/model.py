@@ -9,8 +9,10 @@ from typing import Any, Literal, Sequence
 
 import torch
 from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from torch import nn
 
+from .bert_init import init_from_bert
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_bridge_state, read_bridge, save_bridge
 from .config import Blip2Config, ConfigError
 from .encoders import Pixels, build_encoder
@@ -68,6 +70,8 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
                 f"tokens of qformer.tokenizer={qformer_config.tokenizer!r} (with [DEC] added)"
             )
         self.qformer = QFormer(qformer_config)
+        if qformer_config.bert_init:
+            init_from_bert(self.qformer, qformer_config.bert_init)
         self.heads = Stage1Heads(qformer_config)
         # step 3: the frozen LM and the projection into its embedding space
         self.lm = FrozenLM(config.lm) if config.lm is not None else None
@@ -252,22 +256,31 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         )
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Blip2:
+        """Load a saved bridge from a folder or hub id. Keyword arguments are the hub's download
+        options (revision, cache_dir, token, local_files_only...), `map_location`, or config overrides."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (HfHubHTTPError, LocalEntryNotFoundError) as e:
+            raise FileNotFoundError(
+                f"{pretrained_model_name_or_path}: could not get it from the Hugging Face hub or its local cache "
+                f"({e}). Check the id and your connection, or pass a local folder."
+            ) from e
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
-                         config=None, map_location: str = "cpu", **overrides) -> Blip2:
-        def fetch(name: str) -> Path:
-            if Path(model_id).is_dir():
-                return Path(model_id) / name
-            return Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
-                                        force_download=force_download, local_files_only=local_files_only, token=token))
-
-        config_path = fetch(CONFIG_NAME)
-        if not config_path.is_file():
+                         config: dict | None = None, map_location: str = "cpu", **overrides) -> Blip2:
+        if config is None:  # the mixin found no config.json
             raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME}; is this a qformer checkpoint folder?")
-        blip2_config = Blip2Config.from_json(config_path).with_overrides(**overrides)
-        model = cls(blip2_config)
-        load_bridge_state(model, read_bridge(fetch(WEIGHTS_NAME)), f"{model_id}/{WEIGHTS_NAME}")
+        if Path(model_id).is_dir():
+            weights = Path(model_id) / WEIGHTS_NAME
+        else:
+            weights = Path(hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                           force_download=force_download, local_files_only=local_files_only,
+                                           token=token))
+        model = cls(Blip2Config.from_dict(config).with_overrides(**overrides))
+        load_bridge_state(model, read_bridge(weights), f"{model_id}/{WEIGHTS_NAME}")
         return model.to(map_location).eval()
-
 
 def _as_list(items: Any, what: str) -> list:
     items = [items] if isinstance(items, (str, Path, bytes)) or not isinstance(items, Sequence) else list(items)

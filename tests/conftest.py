@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
-from skimage import data
+import os
 
-import qformer
+# Tests never reach for the network: a hub lookup fails at once instead of timing out.
+# Set before anything imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
+
+import qformer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +55,4 @@ def tiny_t5() -> qformer.Blip2:
 def random_photo(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+

@@ -91,3 +91,16 @@ def test_compiled_and_ddp_prefixes_are_unwrapped(tmp_path, cat):
 def test_missing_folder_contents(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         qformer.Blip2.from_pretrained(tmp_path)
+
+
+def test_hub_id_loads_from_a_local_hub_cache(tmp_path, cat):
+    """The real hub code path (hf_hub_download), served from a cache folder in the hub's own layout."""
+    model = build().eval()
+    snapshot = tmp_path / "models--someone--tiny-bridge" / "snapshots" / "0123abcd"
+    model.save_pretrained(snapshot)
+    (tmp_path / "models--someone--tiny-bridge" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-bridge" / "refs" / "main").write_text("0123abcd")
+    loaded = qformer.Blip2.from_pretrained("someone/tiny-bridge", cache_dir=tmp_path)
+    torch.testing.assert_close(loaded.scores([cat], TEXTS), model.scores([cat], TEXTS), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="someone/other: could not get it from the Hugging Face hub"):
+        qformer.Blip2.from_pretrained("someone/other", cache_dir=tmp_path)

@@ -1,0 +1,94 @@
+"""The `qformer` command: `qformer caption IMG...` and `qformer ask IMG QUESTION`.
+
+Exit codes: 0 done, 1 an input could not be used (the other results are still printed), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qformer", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", required=True, help="preset name (see `qformer models`), folder or hub id")
+    common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
+    common.add_argument("--max-new-tokens", type=int, default=30)
+    common.add_argument("--num-beams", type=int, default=1)
+
+    caption = commands.add_parser("caption", parents=[common], help="caption images")
+    caption.add_argument("images", nargs="+", help="image files")
+    caption.add_argument("--prompt", default=None, help="text the caption continues (default: the model's own)")
+
+    ask = commands.add_parser("ask", parents=[common], help="answer a question about an image")
+    ask.add_argument("image", help="image file")
+    ask.add_argument("question", help="the question, in quotes")
+
+    commands.add_parser("models", help="list the model presets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import qformer  # after parsing, so `--help` and usage errors answer at once
+
+    if args.command == "models":
+        print("\n".join(qformer.list_models()))
+        return 0
+    try:
+        model = qformer.create_model(args.model).to(_device(args.device)).eval()
+    except (KeyError, OSError, ValueError) as e:
+        print(f"qformer: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    try:
+        if args.command == "caption":
+            images = args.images
+            texts = model.caption(images, prompt=args.prompt, return_exceptions=True, **generation)
+            records = [{"image": i, "caption": t} for i, t in zip(images, texts)]
+        else:
+            images = [args.image]
+            texts = model.ask(images, [args.question], return_exceptions=True, **generation)
+            records = [{"image": args.image, "question": args.question, "answer": texts[0]}]
+    except ValueError as e:  # an empty or overlong question
+        print(f"qformer: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return _report(records, args.json)
+
+
+def _report(records: list[dict], as_json: bool) -> int:
+    failed = 0
+    for record in records:
+        value_key = "caption" if "caption" in record else "answer"
+        if isinstance(record[value_key], Exception):
+            print(f"qformer: {record[value_key]}", file=sys.stderr)
+            record["error"] = record.pop(value_key).reason
+            failed += 1
+    if as_json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+    else:
+        for record in records:
+            if "error" not in record:
+                print(f"{record['image']}: {record.get('caption', record.get('answer'))}")
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+if __name__ == "__main__":
+    sys.exit(main())

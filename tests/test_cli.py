@@ -1,0 +1,44 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qformer.cli import main
+
+
+@pytest.fixture
+def cat_file(tmp_path, cat):
+    path = tmp_path / "cat.jpg"
+    cat.save(path)
+    return str(path)
+
+
+def test_caption_json(cat_file, tmp_path, capsys):
+    other = tmp_path / "other.png"
+    other.write_bytes(b"not a png")
+    code = main(["caption", cat_file, str(other), "--model", "tiny-random", "--json", "--max-new-tokens", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1, "a bad input gives exit code 1"
+    assert out[0]["image"] == cat_file and isinstance(out[0]["caption"], str)
+    assert out[1]["image"] == str(other) and "not an image file" in out[1]["error"]
+
+
+def test_ask_text(cat_file, capsys):
+    assert main(["ask", cat_file, "what is it?", "--model", "tiny-random-t5", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith(cat_file + ": ")
+
+
+def test_usage_errors_exit_2(cat_file, capsys):
+    assert main(["ask", cat_file, "   ", "--model", "tiny-random"]) == 2
+    assert "question 0 is empty" in capsys.readouterr().err
+    assert main(["caption", cat_file, "--model", "no-such-model"]) == 2
+    assert "cannot load model 'no-such-model'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption"])
+    assert exit_info.value.code == 2
+
+
+def test_console_entry_point(cat_file):
+    result = subprocess.run([sys.executable, "-m", "qformer", "models"], capture_output=True, text=True, check=True)
+    assert "tiny-random" in result.stdout.split()
