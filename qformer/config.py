@@ -136,6 +136,9 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self.dtype, DTYPES, "lm.dtype")
+        if self.name_or_path and self.name_or_path.endswith(".gguf") and self.gguf_file is None:
+            # a path straight to a .gguf file: transformers wants the folder and the file name apart
+            self.name_or_path, self.gguf_file = str(Path(self.name_or_path).parent), Path(self.name_or_path).name
         if self.kind is not None:
             _check_choice(self.kind, LM_KINDS, "lm.kind")
         if (self.name_or_path is None) == (self.random_config is None):
