@@ -80,7 +80,8 @@ class FrozenImageEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixels: Pixels) -> torch.Tensor:
-        assert isinstance(pixels, torch.Tensor)
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} takes one pixel tensor (B, 3, H, W), got {type(pixels).__name__}")
         return self.forward_tokens(pixels.to(self.dtype)).float()  # (B, N, width)
 
 

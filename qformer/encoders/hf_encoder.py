@@ -50,13 +50,14 @@ def _processor_preprocess(pretrained: str | None) -> Preprocess | None:
         if Path(pretrained).is_dir():
             return None  # a local folder without preprocessor_config.json: fall back to defaults
         raise
-    size = processor.crop_size if getattr(processor, "do_center_crop", False) else processor.size
+    crops = getattr(processor, "do_center_crop", False)
+    size = processor.crop_size if crops else processor.size
     edge = size.get("height") or size.get("shortest_edge")
-    resample = getattr(processor, "resample", 3)
     return Preprocess(
         size=edge,
         mean=tuple(processor.image_mean),
         std=tuple(processor.image_std),
-        interpolation="bicubic" if int(resample) == 3 else "bilinear",
-        crop_pct=None if not getattr(processor, "do_center_crop", False) else edge / processor.size.get("shortest_edge", edge),
+        interpolation="bicubic" if int(getattr(processor, "resample", 3)) == 3 else "bilinear",
+        # CLIP-style processors resize the short side and crop; BLIP-2's squashes to a square
+        crop_pct=edge / processor.size.get("shortest_edge", edge) if crops else None,
     )
