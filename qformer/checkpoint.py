@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .config import Blip2Config
 from .encoders.base import FrozenImageEncoder
 from .llm import FrozenLM
 
@@ -92,3 +93,24 @@ def load_bridge_state(model: nn.Module, state: dict[str, torch.Tensor], source: 
 def _short(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _path_slots(data: dict) -> list[tuple[dict, str]]:
+    """(section, key) of every config value that may name a backbone's files."""
+    slots = [(data["vision"], "pretrained")] + [(m, "pretrained") for m in data["vision"]["members"]]
+    if data.get("lm"):
+        slots += [(data["lm"], "name_or_path"), (data["lm"], "tokenizer")]
+    return slots
+
+
+def has_relative_paths(config: Blip2Config) -> bool:
+    return any(str(section[key]).startswith("./") for section, key in _path_slots(config.to_dict()))
+
+
+def resolve_relative_paths(config: Blip2Config, root: Path) -> Blip2Config:
+    """Backbone paths written `./name` mean "inside the checkpoint folder": make them absolute."""
+    data = config.to_dict()
+    for section, key in _path_slots(data):
+        if isinstance(section[key], str) and section[key].startswith("./"):
+            section[key] = str(Path(root) / section[key][2:])
+    return Blip2Config.from_dict(data)

@@ -1,4 +1,4 @@
-"""The `qformer` command: `qformer caption IMG...` and `qformer ask IMG QUESTION`.
+"""The `qformer` command: `qformer caption IMG...`, `qformer ask IMG QUESTION`, `qformer convert ...`.
 
 Exit codes: 0 done, 1 an input could not be used (the other results are still printed), 2 bad usage.
 """
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("image", help="image file")
     ask.add_argument("question", help="the question, in quotes")
 
+    convert = commands.add_parser("convert", help="convert to or from transformers' BLIP-2 layout")
+    direction = convert.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-transformers", metavar="SRC", help="a Blip2ForConditionalGeneration hub id or folder")
+    direction.add_argument("--to-transformers", metavar="SRC", help="a qformer model: preset, folder or hub id")
+    convert.add_argument("--out", required=True, help="folder to write")
+
     commands.add_parser("models", help="list the model presets")
     return parser
 
@@ -44,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         print("\n".join(qformer.list_models()))
         return 0
+    if args.command == "convert":
+        return _convert(args)
     try:
         model = qformer.create_model(args.model).to(_device(args.device)).eval()
     except (KeyError, OSError, ValueError) as e:
@@ -63,6 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _report(records, args.json)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import qformer
+    from qformer.convert import convert_from_transformers, convert_to_transformers
+
+    try:
+        if args.from_transformers:
+            convert_from_transformers(args.from_transformers, args.out)
+        else:
+            convert_to_transformers(qformer.create_model(args.to_transformers), args.out)
+    except (KeyError, OSError, ValueError) as e:
+        print(f"qformer: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _report(records: list[dict], as_json: bool) -> int:

@@ -138,6 +138,12 @@ class FrozenLM(nn.Module):
     def generate(self, prefix: torch.Tensor, prompts: Sequence[str], **generation: Any) -> list[str]:
         """Decoded continuations of `[prefix; prompt]`. `generation` goes to transformers' `generate`
         (max_new_tokens, num_beams, do_sample, temperature, top_p, ...)."""
+        new_tokens = self.generate_ids(prefix, prompts, **generation)
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def generate_ids(self, prefix: torch.Tensor, prompts: Sequence[str], **generation: Any) -> torch.Tensor:
+        """The new token ids only `(B, T_new)`, padded after EOS with the pad token."""
         embeds, mask = self._embed_rows(prefix, self.prompt_ids(prompts))
         if self.kind == "causal":
             embeds, mask = left_pad(embeds, mask)
@@ -152,7 +158,9 @@ class FrozenLM(nn.Module):
             settings.setdefault("do_sample", False)
             settings.update({k: None for k in ("temperature", "top_p", "top_k") if k not in generation})
         output = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings)
-        return [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+        if self.kind == "seq2seq":
+            output = output[:, 1:]  # drop the decoder start token
+        return output
 
 
 def left_pad(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

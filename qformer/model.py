@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelHubMixin, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from torch import nn
 
 from .bert_init import init_from_bert
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_bridge_state, read_bridge, save_bridge
+from .checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    has_relative_paths,
+    load_bridge_state,
+    read_bridge,
+    resolve_relative_paths,
+    save_bridge,
+)
 from .config import Blip2Config, ConfigError
 from .encoders import Pixels, build_encoder
 from .images import ImageInput, ImageLoadError, load_image
@@ -62,13 +70,8 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
                 f"qformer.encoder_width={qformer_config.encoder_width} but the vision encoder "
                 f"({config.vision.backend}:{config.vision.model_name}) gives tokens of width {self.vision.width}"
             )
-        # step 2: the Q-Former, its text tokenizer and the stage-1 heads
-        self.tokenizer = QFormerTokenizer(qformer_config.tokenizer, qformer_config.max_text_length)
-        if len(self.tokenizer) > qformer_config.vocab_size:
-            raise ConfigError(
-                f"qformer.vocab_size={qformer_config.vocab_size} is smaller than the {len(self.tokenizer)} "
-                f"tokens of qformer.tokenizer={qformer_config.tokenizer!r} (with [DEC] added)"
-            )
+        # step 2: the Q-Former and the stage-1 heads
+        self._tokenizer: QFormerTokenizer | None = None  # loaded on first use of the text branch
         self.qformer = QFormer(qformer_config)
         if qformer_config.bert_init:
             init_from_bert(self.qformer, qformer_config.bert_init)
@@ -77,6 +80,20 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         self.lm = FrozenLM(config.lm) if config.lm is not None else None
         self.projection = nn.Linear(qformer_config.hidden_size, self.lm.hidden_size) if self.lm else None
         self.config = dataclasses.replace(config, qformer=qformer_config)
+
+    @property
+    def tokenizer(self) -> QFormerTokenizer:
+        """The Q-Former's text tokenizer (stage 1 and scores only: captioning never needs it)."""
+        if self._tokenizer is None:
+            config = self.config.qformer
+            tokenizer = QFormerTokenizer(config.tokenizer, config.max_text_length)
+            if len(tokenizer) > config.vocab_size:
+                raise ConfigError(
+                    f"qformer.vocab_size={config.vocab_size} is smaller than the {len(tokenizer)} "
+                    f"tokens of qformer.tokenizer={config.tokenizer!r} (with [DEC] added)"
+                )
+            self._tokenizer = tokenizer
+        return self._tokenizer
 
     @property
     def device(self) -> torch.device:
@@ -272,13 +289,17 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
                          config: dict | None = None, map_location: str = "cpu", **overrides) -> Blip2:
         if config is None:  # the mixin found no config.json
             raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME}; is this a qformer checkpoint folder?")
+        blip2_config = Blip2Config.from_dict(config).with_overrides(**overrides)
+        download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                        local_files_only=local_files_only, token=token)
         if Path(model_id).is_dir():
-            weights = Path(model_id) / WEIGHTS_NAME
+            root = Path(model_id)
+        elif has_relative_paths(blip2_config):  # backbones stored in the repo itself: fetch the whole folder
+            root = Path(snapshot_download(model_id, **download))
         else:
-            weights = Path(hf_hub_download(model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
-                                           force_download=force_download, local_files_only=local_files_only,
-                                           token=token))
-        model = cls(Blip2Config.from_dict(config).with_overrides(**overrides))
+            root = Path(hf_hub_download(model_id, WEIGHTS_NAME, **download)).parent
+        weights = root / WEIGHTS_NAME
+        model = cls(resolve_relative_paths(blip2_config, root))
         load_bridge_state(model, read_bridge(weights), f"{model_id}/{WEIGHTS_NAME}")
         return model.to(map_location).eval()
 

@@ -31,19 +31,22 @@ class Preprocess:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop_pct: float | None = None
+    # Who resamples: PIL (timm's and open_clip's transforms) or torchvision on uint8 tensors
+    # (transformers' image processors). They differ in the last bit, and parity needs the owner's way.
+    resize_with: str = "pil"
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         mode = InterpolationMode(self.interpolation)
         batch = []
         for image in images:
-            x = TF.pil_to_tensor(image)  # (3, H, W) uint8
+            x = image if self.resize_with == "pil" else TF.pil_to_tensor(image)
             if self.crop_pct is None:
                 x = TF.resize(x, [self.size, self.size], interpolation=mode, antialias=True)
             else:
                 x = TF.resize(x, int(self.size / self.crop_pct), interpolation=mode, antialias=True)
                 x = TF.center_crop(x, [self.size, self.size])
-            x = TF.to_dtype(x, torch.float32, scale=True)
-            batch.append(TF.normalize(x, list(self.mean), list(self.std)))
+            x = TF.pil_to_tensor(x) if self.resize_with == "pil" else x  # (3, size, size) uint8
+            batch.append(TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(self.mean), list(self.std)))
         return torch.stack(batch)  # (B, 3, size, size)
 
 
@@ -93,4 +96,5 @@ def merge_preprocess(default: Preprocess, size: int | None, mean, std, interpola
         std=tuple(std) if std else default.std,
         interpolation=interpolation or default.interpolation,
         crop_pct=default.crop_pct,
+        resize_with=default.resize_with,
     )

@@ -29,7 +29,7 @@ class HFVisionEncoder(FrozenImageEncoder):
         vision_config = self.backbone.config
         self.width = vision_config.hidden_size
         default = _processor_preprocess(config.pretrained) or Preprocess(
-            size=vision_config.image_size, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+            size=vision_config.image_size, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic", resize_with="tensor"
         )
         self.preprocessor = merge_preprocess(
             default, config.image_size, config.mean, config.std, config.interpolation
@@ -60,4 +60,5 @@ def _processor_preprocess(pretrained: str | None) -> Preprocess | None:
         interpolation="bicubic" if int(getattr(processor, "resample", 3)) == 3 else "bilinear",
         # CLIP-style processors resize the short side and crop; BLIP-2's squashes to a square
         crop_pct=edge / processor.size.get("shortest_edge", edge) if crops else None,
+        resize_with="tensor",
     )
