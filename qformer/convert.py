@@ -24,10 +24,10 @@ from transformers import (
 
 from .checkpoint import CheckpointError, resolve_relative_paths
 from .config import Blip2Config, QFormerConfig
+from .llm import IMAGE_TOKEN
 from .model import Blip2
 
 log = logging.getLogger(__name__)
-IMAGE_TOKEN = "<image>"
 
 
 def key_pairs(config: QFormerConfig, with_text_ffn: bool) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from .encoders.base import DTYPES
 from .tokenizers import load_tokenizer, pad_rows
 
 IGNORE_INDEX = -100
+IMAGE_TOKEN = "<image>"
 
 
 class FrozenLM(nn.Module):
@@ -141,12 +142,43 @@ class FrozenLM(nn.Module):
         new_tokens = self.generate_ids(prefix, prompts, **generation)
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
+    @property
+    def image_token_id(self) -> int | None:
+        """The `<image>` placeholder id, when the tokenizer has one (BLIP-2 processors add it)."""
+        return self.tokenizer.get_vocab().get(IMAGE_TOKEN)
+
+    def embed_with_prefix(
+        self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings for token ids from a processor. Recent BLIP-2 processors put Q `<image>` tokens
+        in `input_ids`: the prefix replaces them. Older ones don't: the prefix goes in front."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = self.model.get_input_embeddings()(input_ids)
+        slots = input_ids == self.image_token_id if self.image_token_id is not None else None
+        if slots is not None and slots.any():
+            counts = slots.sum(dim=1)
+            if (counts != prefix.shape[1]).any():
+                raise ValueError(
+                    f"each row of input_ids needs {prefix.shape[1]} {IMAGE_TOKEN} tokens (one per query); "
+                    f"found {counts.tolist()}"
+                )
+            return embeds.masked_scatter(slots[..., None], prefix.to(embeds.dtype)), attention_mask
+        embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)
+        ones = torch.ones(prefix.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
+        mask = torch.cat([ones, attention_mask], dim=1)
+        return left_pad(embeds, mask) if self.kind == "causal" else (embeds, mask)
+
     @torch.no_grad()
     def generate_ids(self, prefix: torch.Tensor, prompts: Sequence[str], **generation: Any) -> torch.Tensor:
         """The new token ids only `(B, T_new)`, padded after EOS with the pad token."""
         embeds, mask = self._embed_rows(prefix, self.prompt_ids(prompts))
         if self.kind == "causal":
             embeds, mask = left_pad(embeds, mask)
+        return self.generate_from_embeds(embeds, mask, **generation)
+
+    @torch.no_grad()
+    def generate_from_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, **generation: Any) -> torch.Tensor:
         settings = {
             "max_new_tokens": 30,
             "pad_token_id": self.tokenizer.pad_token_id,

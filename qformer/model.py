@@ -230,6 +230,19 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         return texts
 
     @torch.no_grad()
+    def generate(
+        self, pixel_values: Pixels, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **generation
+    ) -> torch.Tensor:
+        """transformers-style generation from a BLIP-2 processor's output: new token ids `(B, T_new)`.
+        `input_ids` may hold `num_queries` `<image>` tokens per row (recent processors) or none (older ones)."""
+        if self.lm is None:
+            raise ValueError("this model has no language model (config.lm is None); it cannot generate text")
+        prefix = self.visual_prompt(pixel_values)
+        mask = attention_mask.to(self.device) if attention_mask is not None else None
+        embeds, mask = self.lm.embed_with_prefix(prefix, input_ids.to(self.device), mask)
+        return self.lm.generate_from_embeds(embeds, mask, **generation)
+
+    @torch.no_grad()
     def scores(
         self, images: ImageInput | Sequence[ImageInput], texts: Sequence[str], method: Literal["itc", "itm"] = "itc"
     ) -> torch.Tensor:

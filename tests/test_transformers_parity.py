@@ -216,3 +216,31 @@ def test_convert_command_both_ways(tmp_path, cat):
         assert same_tokens(hf_generate(back, ours, pixels, PROMPTS[:1]),
                            ours.lm.generate_ids(ours.visual_prompt(pixels), PROMPTS[:1], max_new_tokens=8))
     assert main(["convert", "--to-transformers", "tiny-random", "--out", str(tmp_path / "x")]) == 1
+    # the same folder served as a hub repo from a cache in the hub's layout: backbones come along
+    repo = tmp_path / "cache" / "models--someone--blip2-tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("c0ffee")
+    (repo / "snapshots").mkdir()
+    moved.rename(repo / "snapshots" / "c0ffee")
+    from_hub = qformer.Blip2.from_pretrained("someone/blip2-tiny", cache_dir=tmp_path / "cache").eval()
+    torch.testing.assert_close(from_hub.visual_prompt(pixels), ours.visual_prompt(pixels), rtol=0, atol=0)
+
+
+def test_processor_token_ids_new_and_old_style(pair, photos):
+    """Recent processors put Q <image> tokens in input_ids; older ones leave them out. Both give the
+    same tokens as transformers, and as qformer's own prompt path."""
+    hf, ours = pair
+    pixels = ours.vision.preprocess(photos)
+    expected = hf_generate(hf, ours, pixels, PROMPTS)
+    new_style, mask = hf_inputs(ours, PROMPTS)
+    old_style, old_mask = new_style[:, Q:], mask[:, Q:]
+    if ours.lm.kind == "causal":  # the image tokens sat after the left padding; drop them from each row
+        old_style = torch.stack([torch.cat([r[m == 0], r[m == 1][Q:]]) for r, m in zip(new_style, mask)])
+        old_mask = torch.stack([torch.cat([m[m == 0], m[m == 1][Q:]]) for m in mask])
+    with torch.no_grad():
+        assert same_tokens(ours.generate(pixels, new_style, mask, max_new_tokens=8), expected)
+        assert same_tokens(ours.generate(pixels, old_style, old_mask, max_new_tokens=8), expected)
+    one_short = new_style.clone()
+    one_short[one_short == IMAGE_TOKEN_ID] = torch.tensor([5] + [IMAGE_TOKEN_ID] * (3 * Q - 1))
+    with pytest.raises(ValueError, match=rf"needs {Q} <image> tokens \(one per query\); found \[{Q - 1}, {Q}, {Q}\]"):
+        ours.generate(pixels, one_short, mask)
