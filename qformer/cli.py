@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -39,11 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     direction.add_argument("--to-transformers", metavar="SRC", help="a qformer model: preset, folder or hub id")
     convert.add_argument("--out", required=True, help="folder to write")
 
+    commands.add_parser("train", help="train a bridge: qformer train RECIPE [key=value ...] [--resume]")
     commands.add_parser("models", help="list the model presets")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # Training lives in the `train` package, which imports the library, never the reverse.
+        os.execv(sys.executable, [sys.executable, "-m", "train", *argv[1:]])
     args = build_parser().parse_args(argv)
     import qformer  # after parsing, so `--help` and usage errors answer at once
 

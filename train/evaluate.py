@@ -1,0 +1,54 @@
+"""Evaluation of a model on a held-out set: captions, VQA answers and retrieval, as a JSON-able dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import qformer
+from qformer.images import ImageLoadError
+
+from .data import decode, text_of
+from .metrics import caption_scores, retrieval_recall, vqa_accuracy
+
+
+@torch.no_grad()
+def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, prompt: str | None = None,
+             batch_size: int = 16) -> dict:
+    """Metrics over the first `limit` readable examples of `dataset` (in its stored order)."""
+    model.eval()
+    images, captions, questions, answers = [], [], [], []
+    for record in dataset:
+        if len(images) >= limit:
+            break
+        try:
+            images.append(decode(record, base_dir))
+        except ImageLoadError:
+            continue
+        caption, question, answer = text_of(record)
+        captions.append(caption)
+        questions.append(question)
+        answers.append(answer)
+    if len(images) < 2:
+        return {"examples": len(images), "note": "fewer than 2 readable examples; nothing scored"}
+    metrics: dict = {"examples": len(images)}
+    # retrieval, ITC and ITM over all pairs (eval sets are small); equal captions count as matches
+    positives = torch.tensor([[a == b for b in captions] for a in captions])
+    for method in ("itc", "itm"):
+        scores = model.scores(images, captions, method=method)
+        metrics.update({f"{method}_{k}": v for k, v in retrieval_recall(scores, positives).items()})
+    if model.lm is None:
+        return metrics
+    chunks = range(0, len(images), batch_size)
+    if all(q is not None and a is not None for q, a in zip(questions, answers)):
+        predicted = [a for i in chunks for a in model.ask(images[i : i + batch_size], questions[i : i + batch_size])]
+        metrics["vqa_accuracy"] = vqa_accuracy(predicted, [[str(a)] for a in answers])
+        metrics["samples"] = [{"question": q, "answer": a, "predicted": p}
+                              for q, a, p in list(zip(questions, answers, predicted))[:5]]
+    else:
+        predicted = [c for i in chunks for c in model.caption(images[i : i + batch_size], prompt=prompt)]
+        metrics.update(caption_scores({str(i): p for i, p in enumerate(predicted)},
+                                      {str(i): [c] for i, c in enumerate(captions)}))
+        metrics["samples"] = [{"reference": c, "predicted": p} for c, p in list(zip(captions, predicted))[:5]]
+    return metrics

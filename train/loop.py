@@ -1,0 +1,229 @@
+"""The training loop on accelerate: one CPU, one GPU, DDP, FSDP or DeepSpeed, as `accelerate config` says.
+
+Checkpoints hold only what changes (bridge weights, optimizer, scheduler, RNG states, data position),
+are written to a temporary folder and renamed into place, and `resume=True` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+import qformer
+from qformer.checkpoint import bridge_state_dict, load_bridge_state
+
+from .data import ExampleStream, base_dir_of, load_source
+from .evaluate import evaluate
+from .plots import plot_losses
+from .recipe import TrainConfig, save_resolved
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+class BadStepsError(RuntimeError):
+    """Too many non-finite losses in a row: the run cannot recover by skipping."""
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    bad_steps: int = 0
+    bad_in_a_row: int = 0
+    history: list[dict] = field(default_factory=list)  # logged losses, for the curve and the README
+
+
+def param_groups(model: qformer.Blip2, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, the temperature and the learned queries (as LAVIS)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name.endswith("query_tokens") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    done = sorted(p for p in (output_dir / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
+    out = Path(config.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.optim.grad_accumulation,
+        log_with="tensorboard",
+        project_dir=str(out),
+        # stage 2 leaves the text branch unused; DDP must not wait for its gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(config.seed)
+    model = qformer.create_model(config.model, **config.model_overrides)
+    if config.stage == 2 and model.lm is None:
+        raise ValueError(f"stage 2 trains the LM loss, but model {config.model!r} has no language model")
+    optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
+                                  betas=config.optim.betas)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    bare = accelerator.unwrap_model(model)
+    _checkpoint_bridge_only(accelerator)
+
+    source = load_source(config.data.train, config.data.split, config.data.streaming)
+    stream = ExampleStream(source, base_dir_of(config.data.train), seed=config.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           shuffle_buffer=config.data.shuffle_buffer)
+    state = TrainerState()
+    if resume:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is None:
+            raise FileNotFoundError(f"--resume: no finished checkpoint under {out / CHECKPOINTS}")
+        accelerator.load_state(str(checkpoint))
+        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        stream.load_state_dict(saved.pop("data"))
+        state = TrainerState(**saved)
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+    if accelerator.is_main_process:
+        save_resolved(config, out)
+    accelerator.init_trackers("tensorboard", config={"stage": config.stage, "lr": config.optim.lr})
+
+    kill_at = int(os.environ.get("QFORMER_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
+    batches = stream.batches(config.data.batch_size)
+    progress = tqdm(total=config.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
+                    desc=f"stage {config.stage}", dynamic_ncols=True)
+    model.train()
+    tick, seen = time.perf_counter(), 0
+    while state.step < config.max_steps:
+        batch = next(batches)
+        pixels = bare.vision.preprocess(batch.images)
+        with accelerator.accumulate(model):
+            texts, prompts = _texts(bare, batch, config)
+            losses = model(pixels, texts, stage=config.stage, prompts=prompts)
+            finite = accelerator.gather(torch.isfinite(losses["loss"].detach()).reshape(1)).all()
+            if not finite:
+                state.bad_steps += 1
+                state.bad_in_a_row += 1
+                optimizer.zero_grad()
+                if state.bad_in_a_row >= config.max_bad_steps:
+                    raise BadStepsError(
+                        f"{state.bad_in_a_row} non-finite losses in a row at step {state.step} "
+                        f"({state.bad_steps} in all); lower optim.lr, try mixed_precision=bf16 instead of fp16, "
+                        "or check the data"
+                    )
+                continue
+            state.bad_in_a_row = 0
+            accelerator.backward(losses["loss"])
+            if accelerator.sync_gradients and config.optim.grad_clip > 0:
+                accelerator.clip_grad_norm_(bare.trainable_parameters(), config.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        seen += len(batch.images) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        progress.update(1)
+        if state.step % config.log_every == 0 or state.step == config.max_steps:
+            rate = seen / (time.perf_counter() - tick)
+            logged = {k: v.item() for k, v in losses.items()} | {"lr": scheduler.get_last_lr()[0], "images_per_s": rate}
+            state.history.append({"step": state.step, **logged})
+            accelerator.log(logged, step=state.step)
+            progress.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}", img_s=f"{rate:.1f}")
+            tick, seen = time.perf_counter(), 0
+        if config.save_every and state.step % config.save_every == 0 and state.step < config.max_steps:
+            save_checkpoint(accelerator, out, state, stream, config.keep_last)
+        if config.eval_every and state.step % config.eval_every == 0 and state.step < config.max_steps:
+            _evaluate(accelerator, bare, config, out, state.step)
+            model.train()
+        if kill_at and state.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    progress.close()
+
+    save_checkpoint(accelerator, out, state, stream, config.keep_last)
+    model.eval()
+    if accelerator.is_main_process:
+        bare.save_pretrained(out / "final")
+        plot_losses(state.history, out / "loss_curve.png", title=f"stage {config.stage}")
+        summary = {"steps": state.step, "bad_steps": state.bad_steps, "skipped_images": stream.skipped,
+                   "skipped_examples": stream.skipped_examples}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if stream.skipped:
+            accelerator.print(f"skipped {stream.skipped} unreadable image(s); see {out / 'summary.json'}")
+    _evaluate(accelerator, bare, config, out, state.step)
+    accelerator.end_training()
+    return bare
+
+
+def _texts(model: qformer.Blip2, batch, config: TrainConfig) -> tuple[list[str], list[str] | None]:
+    """(texts, prompts): stage 1 contrasts captions; stage 2 generates captions or answers."""
+    if config.stage == 1:
+        return batch.texts, None
+    if all(q is not None and a is not None for q, a in zip(batch.questions, batch.answers)):
+        template = model.config.lm.question_template
+        return [str(a) for a in batch.answers], [template.format(question=q) for q in batch.questions]
+    prompt = config.prompt if config.prompt is not None else model.config.lm.prompt
+    return batch.texts, [prompt] * len(batch.texts)
+
+
+def _evaluate(accelerator: Accelerator, model: qformer.Blip2, config: TrainConfig, out: Path, step: int) -> None:
+    if not accelerator.is_main_process:
+        return
+    source = config.data.eval or config.data.train
+    split = config.data.eval_split if config.data.eval else config.data.split
+    metrics = evaluate(model, load_source(source, split), base_dir_of(source), config.data.eval_size,
+                       prompt=config.prompt)
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    (out / "eval" / f"step-{step:08d}.json").write_text(json.dumps(metrics, indent=2))
+    accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=step)
+    accelerator.print(f"eval at step {step}: " + ", ".join(
+        f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)))
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, stream: ExampleStream,
+                    keep_last: int) -> None:
+    """Write to `step-N.tmp`, then rename: a crash mid-write never leaves a half checkpoint behind."""
+    final = out / CHECKPOINTS / f"step-{state.step:08d}"
+    staging = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    if accelerator.is_main_process:
+        (staging / STATE_FILE).write_text(json.dumps({**asdict(state), "data": stream.state_dict()}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        finished = sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".tmp"))
+        for old in finished[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _checkpoint_bridge_only(accelerator: Accelerator) -> None:
+    """accelerate saves and loads whole models; frozen backbones are rebuilt from their config instead."""
+
+    def save_hook(models, weights, output_dir):
+        for i, model in enumerate(models):
+            weights[i] = bridge_state_dict(accelerator.unwrap_model(model))
+
+    def load_hook(models, input_dir):
+        for i, model in enumerate(models):
+            name = "model.safetensors" if i == 0 else f"model_{i}.safetensors"
+            path = Path(input_dir) / name
+            load_bridge_state(accelerator.unwrap_model(model), load_file(str(path)), str(path))
+        models.clear()  # loaded above, strictly; accelerate must not load them again
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
