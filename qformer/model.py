@@ -134,26 +134,29 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
 
     def forward(
         self,
-        pixels: Pixels,
+        pixels: Pixels | None,
         texts: Sequence[str],
         stage: Literal[1, 2] = 2,
         prompts: Sequence[str] | None = None,
         image_ids: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Losses for one batch: stage 1 gives `itc`, `itm`, `itg`; stage 2 gives `lm`. `loss` is their sum."""
+        """Losses for one batch: stage 1 gives `itc`, `itm`, `itg`; stage 2 gives `lm`. `loss` is their sum.
+        `image_tokens` (the frozen encoder's output, e.g. from a feature cache) may stand in for `pixels`."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if image_tokens is None:
+            image_tokens = self.encode_images(pixels)  # (B, N, Dv), no grad
         if stage == 1:
-            return self.stage1_losses(pixels, texts, image_ids)
-        if stage == 2:
-            return self.stage2_loss(pixels, texts, prompts)
-        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+            return self.stage1_losses(image_tokens.to(self.device), texts, image_ids)
+        return self.stage2_loss(image_tokens.to(self.device), texts, prompts)
 
-    def stage1_losses(self, pixels: Pixels, texts: Sequence[str], image_ids: torch.Tensor | None = None) -> dict:
+    def stage1_losses(self, image_tokens: torch.Tensor, texts: Sequence[str], image_ids: torch.Tensor | None = None) -> dict:
         batch = len(texts)
         if batch < 2:
             raise ValueError("stage 1 needs at least 2 image-text pairs per batch (ITC and ITM contrast them)")
         queries = self.qformer.num_queries
-        # step 1: frozen image tokens and tokenized text
-        image_tokens = self.encode_images(pixels)  # (B, N, Dv)
+        # step 1: tokenized text; the image tokens are the frozen encoder's (B, N, Dv)
         ids, mask = self.tokenizer(texts, self.device)  # (B, T)
         # step 2: ITC, queries and text in one pass that keeps them apart
         hidden = self.qformer(image_tokens, ids, mask, mode="unimodal")  # (B, Q + T, D)
@@ -175,8 +178,10 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         itg = self.heads.itg_loss(gen_hidden[:, queries:], dec_ids, mask)
         return {"loss": itc + itm + itg, "itc": itc, "itm": itm, "itg": itg}
 
-    def stage2_loss(self, pixels: Pixels, targets: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
-        prefix = self.visual_prompt(pixels)  # (B, Q, D_lm)
+    def stage2_loss(self, image_tokens: torch.Tensor, targets: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
+        if self.projection is None:
+            raise ValueError("stage 2 trains the LM loss, but this model has no language model (config.lm is None)")
+        prefix = self.projection(self.query_outputs(image_tokens))  # (B, Q, D_lm)
         prompts = list(prompts) if prompts is not None else [self.config.lm.prompt] * len(targets)
         loss = self.lm.loss(prefix, prompts, targets)
         return {"loss": loss, "lm": loss}

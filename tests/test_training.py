@@ -96,7 +96,7 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, shapes):
 
 
 def test_non_finite_losses_stop_the_run(tmp_path, shapes, monkeypatch):
-    def nan_losses(self, pixels, texts, image_ids=None):
+    def nan_losses(self, image_tokens, texts, image_ids=None):
         nan = self.qformer.query_tokens.sum() * float("nan")
         return {"loss": nan, "itc": nan, "itm": nan, "itg": nan}
 
@@ -130,3 +130,37 @@ def test_vqa_stage2_and_recipe_errors(tmp_path):
         recipe(tmp_path, data, **{"optim.learning_rate": 1})
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load_recipe(ROOT / "configs/train/tiny-stage1.yaml", ["max_steps"])
+
+
+def test_feature_cache_gives_the_same_run_faster(tmp_path, shapes):
+    plain = recipe(tmp_path, shapes, max_steps=12, save_every=0, output_dir=tmp_path / "plain")
+    cached = recipe(tmp_path, shapes, max_steps=12, save_every=0, output_dir=tmp_path / "cached",
+                    feature_cache=tmp_path / "features")
+    train(plain)
+    train(cached)
+    a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "cached" / "final" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    summary = json.loads((tmp_path / "cached" / "summary.json").read_text())["feature_cache"]
+    assert summary["misses"] == 24 and summary["hits"] == 12 * 4 - 24  # 24 images, 48 looked up
+    # another preprocessing is another cache: no stale tokens
+    other = recipe(tmp_path, shapes, max_steps=1, save_every=0, output_dir=tmp_path / "other",
+                   feature_cache=tmp_path / "features", model_overrides="{vision: {image_size: 48}}")
+    train(other)
+    assert len([p for p in (tmp_path / "features").iterdir() if p.is_dir()]) == 2
+
+
+def test_two_processes_with_torchrun(tmp_path, shapes):
+    """DDP over gloo on CPU: ITC gathers across ranks, every rank checkpoints its RNG, resume works."""
+    args = ["--nproc_per_node", "2", "-m", "train", str(ROOT / "configs/train/tiny-stage1.yaml"),
+            f"data.train={shapes}", "data.batch_size=4", "data.eval_size=4", "save_every=2",
+            f"output_dir={tmp_path / 'ddp'}", *FAST]
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    first = subprocess.run([*torchrun, *args, "max_steps=2"], cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "ddp" / "checkpoints" / "step-00000002"
+    assert {"random_states_0.pkl", "random_states_1.pkl", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+    resumed = subprocess.run([*torchrun, *args, "max_steps=4", "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == 4

@@ -7,9 +7,10 @@ records consumed) is part of every checkpoint, so a resumed run sees exactly the
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import datasets
 import torch
@@ -20,7 +21,8 @@ from qformer.images import ImageLoadError, load_image
 
 @dataclass
 class Batch:
-    images: list[Image.Image]
+    keys: list[str]  # a stable identity per image, for the feature cache
+    images: list[Image.Image | None]  # None where the cache already holds the image's tokens
     texts: list[str]  # captions, or "question answer" for VQA records
     questions: list[str | None]
     answers: list[str | None]
@@ -58,6 +60,21 @@ def decode(record: dict[str, Any], base_dir: Path | None) -> Image.Image:
     if value is None:
         raise ImageLoadError("<record>", "the image field is empty")
     return load_image(value)
+
+
+def key_of(record: dict[str, Any], base_dir: Path | None) -> str:
+    """Identity of a record's image: its path with size and modification time, or a hash of its bytes."""
+    value = record["image"]
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return "sha1:" + hashlib.sha1(value["bytes"]).hexdigest()
+        value = value.get("path")
+    path = Path(str(value)) if base_dir is None or Path(str(value)).is_absolute() else base_dir / str(value)
+    try:
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        return str(path)
 
 
 def text_of(record: dict[str, Any]) -> tuple[str, str | None, str | None]:
@@ -111,25 +128,28 @@ class ExampleStream:
                 raise ValueError("the training data is empty")
             self.epoch, self.consumed = self.epoch + 1, 0
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Batches of `batch_size` readable examples; bad ones are replaced by the next records."""
-        batch = Batch([], [], [], [])
+    def batches(self, batch_size: int, cached: Callable[[str], bool] = lambda key: False) -> Iterator[Batch]:
+        """Batches of `batch_size` readable examples; bad ones are replaced by the next records.
+        Images whose key is `cached` are not decoded at all (they were readable when cached)."""
+        batch = Batch([], [], [], [], [])
         for record in self._records():
+            key = key_of(record, self.base_dir)
             try:
-                image = decode(record, self.base_dir)
+                image = None if cached(key) else decode(record, self.base_dir)
             except ImageLoadError as e:
                 self.skipped += 1
                 if len(self.skipped_examples) < 20:
                     self.skipped_examples.append(str(e))
                 continue
             text, question, answer = text_of(record)
+            batch.keys.append(key)
             batch.images.append(image)
             batch.texts.append(text)
             batch.questions.append(question)
             batch.answers.append(answer)
             if len(batch.images) == batch_size:
                 yield batch
-                batch = Batch([], [], [], [])
+                batch = Batch([], [], [], [], [])
 
 
 def base_dir_of(source: str) -> Path | None:

@@ -27,6 +27,7 @@ from qformer.checkpoint import bridge_state_dict, load_bridge_state
 
 from .data import ExampleStream, base_dir_of, load_source
 from .evaluate import evaluate
+from .features import FeatureCache
 from .plots import plot_losses
 from .recipe import TrainConfig, save_resolved
 
@@ -63,6 +64,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
     out = Path(config.output_dir)
     accelerator = Accelerator(
+        # without it, several CPU processes (torchrun) would each think they were alone
+        cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.optim.grad_accumulation,
         log_with="tensorboard",
@@ -99,18 +102,23 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
         save_resolved(config, out)
     accelerator.init_trackers("tensorboard", config={"stage": config.stage, "lr": config.optim.lr})
 
+    cache = FeatureCache(config.feature_cache, bare.config.vision, bare.vision) if config.feature_cache else None
     kill_at = int(os.environ.get("QFORMER_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
-    batches = stream.batches(config.data.batch_size)
+    batches = stream.batches(config.data.batch_size, cached=cache.__contains__ if cache else lambda key: False)
     progress = tqdm(total=config.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc=f"stage {config.stage}", dynamic_ncols=True)
     model.train()
     tick, seen = time.perf_counter(), 0
     while state.step < config.max_steps:
         batch = next(batches)
-        pixels = bare.vision.preprocess(batch.images)
+        if cache is not None:
+            tokens = cache.tokens(batch.keys, batch.images, lambda images: bare.encode_images(bare.vision.preprocess(images)))
+            pixels = None
+        else:
+            tokens, pixels = None, bare.vision.preprocess(batch.images)
         with accelerator.accumulate(model):
             texts, prompts = _texts(bare, batch, config)
-            losses = model(pixels, texts, stage=config.stage, prompts=prompts)
+            losses = model(pixels, texts, stage=config.stage, prompts=prompts, image_tokens=tokens)
             finite = accelerator.gather(torch.isfinite(losses["loss"].detach()).reshape(1)).all()
             if not finite:
                 state.bad_steps += 1
@@ -158,6 +166,8 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
         plot_losses(state.history, out / "loss_curve.png", title=f"stage {config.stage}")
         summary = {"steps": state.step, "bad_steps": state.bad_steps, "skipped_images": stream.skipped,
                    "skipped_examples": stream.skipped_examples}
+        if cache is not None:
+            summary["feature_cache"] = {"folder": str(cache.directory), "hits": cache.hits, "misses": cache.misses}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if stream.skipped:
             accelerator.print(f"skipped {stream.skipped} unreadable image(s); see {out / 'summary.json'}")
@@ -196,10 +206,13 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, st
     """Write to `step-N.tmp`, then rename: a crash mid-write never leaves a half checkpoint behind."""
     final = out / CHECKPOINTS / f"step-{state.step:08d}"
     staging = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and staging.exists():
-        shutil.rmtree(staging)
+    if accelerator.is_main_process:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    accelerator.save_state(str(staging))  # every rank writes its own RNG state here
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (staging / STATE_FILE).write_text(json.dumps({**asdict(state), "data": stream.state_dict()}))
         if final.exists():

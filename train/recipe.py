@@ -60,6 +60,7 @@ class TrainConfig:
     log_every: int = 10
     max_bad_steps: int = 5  # consecutive NaN/inf losses before the run stops
     prompt: str | None = None  # stage-2 caption prompt; None: the model's own
+    feature_cache: str | None = None  # folder for frozen image tokens, computed once and reused
 
     def __post_init__(self) -> None:
         self.data = _from_dict(DataConfig, self.data, "data")
