@@ -1,0 +1,98 @@
+"""Greedy captioning, qformer against transformers' `Blip2ForConditionalGeneration`, same weights, one run.
+
+`--shape paper`: ViT-g + Q-Former + OPT-2.7B (random weights, bf16), 30 new tokens, batch 1 and 16.
+`--shape small`: a tiny model of the same layout, so the script runs on a CPU.
+Both models come from one transformers checkpoint, imported with `qformer.convert`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import Blip2Config, Blip2ForConditionalGeneration, ByT5Tokenizer
+
+import qformer
+from qformer.convert import convert_from_transformers
+
+from common import environment, print_table, time_ms
+
+NEW_TOKENS = 30
+IMAGE_TOKEN_ID = 384  # "<image>" added to the byte tokenizer (the tokenizer only names ids here)
+SHAPES = {
+    "paper": dict(vision={}, qformer={},  # transformers' defaults are BLIP-2's ViT-g and Q-Former
+                  text={"model_type": "opt", "hidden_size": 2560, "num_hidden_layers": 32, "ffn_dim": 10240,
+                        "num_attention_heads": 32, "vocab_size": 50272, "word_embed_proj_dim": 2560,
+                        "max_position_embeddings": 2048}),
+    "small": dict(vision={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 2, "image_size": 224, "patch_size": 32},
+                  qformer={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                           "intermediate_size": 128, "encoder_hidden_size": 64},
+                  text={"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 128,
+                        "num_attention_heads": 2, "vocab_size": 512, "word_embed_proj_dim": 64}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shape", choices=SHAPES, default=None, help="default: paper on a GPU, small on a CPU")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workdir", default=None, help="where the checkpoints are written (default: a temp dir)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shape = SHAPES[args.shape or ("paper" if device.type == "cuda" else "small")]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="qformer-bench-"))
+
+    # one checkpoint, two libraries
+    config = Blip2Config(vision_config=shape["vision"], qformer_config=shape["qformer"], text_config=shape["text"],
+                         num_query_tokens=32, image_token_index=IMAGE_TOKEN_ID)
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = Blip2ForConditionalGeneration(config).to(dtype).eval()
+    hf.save_pretrained(work / "hf")
+    tokenizer = ByT5Tokenizer()
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    tokenizer.save_pretrained(work / "hf")
+    convert_from_transformers(str(work / "hf"), work / "ours")
+    name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+    ours = qformer.Blip2.from_pretrained(work / "ours", **{"vision.dtype": name, "lm.dtype": name}).to(device).eval()
+
+    rows, agreement = [], []
+    for batch in args.batches:
+        torch.manual_seed(batch)
+        pixels = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+        ids = torch.full((batch, 32), IMAGE_TOKEN_ID, device=device)
+        common = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1,
+                      pad_token_id=0, eos_token_id=1)
+        outputs = {}
+
+        def run(key, fn):
+            outputs[key] = fn()
+            ms = time_ms(fn, device, warmup=2, repeats=args.repeats)
+            rows.append({"name": f"{key}, batch {batch}", "ms": ms, "rate": batch * NEW_TOKENS / ms * 1e3,
+                         "unit": "tokens/s"})
+
+        with torch.no_grad():
+            run("transformers", lambda: hf.generate(pixel_values=pixels, input_ids=ids, **common)[:, -NEW_TOKENS:])
+            run("qformer", lambda: ours.generate(pixels.float(), ids, **common))
+            if device.type == "cuda":  # static KV cache: transformers compiles the decoding step with CUDA graphs
+                run("qformer + static cache", lambda: ours.generate(pixels.float(), ids, cache_implementation="static", **common))
+        reference = outputs["transformers"]
+        for key, tokens in outputs.items():
+            same = (tokens == reference).all(dim=1).float().mean().item()
+            agreement.append(f"batch {batch}, {key}: {same:.0%} of sequences token-identical to transformers")
+    print(environment(device))
+    print(f"shape: {args.shape or ('paper' if device.type == 'cuda' else 'small')}, {dtype}, "
+          f"{NEW_TOKENS} new tokens, greedy, median of {args.repeats} after 2 warm-up runs")
+    for batch in args.batches:
+        subset = [r for r in rows if r["name"].endswith(f"batch {batch}")]
+        print_table(f"Captioning, batch {batch}", subset, baseline=f"transformers, batch {batch}")
+    print("\n" + "\n".join(agreement))
+
+
+if __name__ == "__main__":
+    main()

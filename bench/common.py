@@ -1,0 +1,49 @@
+"""Shared bits of the benchmarks: timing, the table, and the environment line."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import transformers
+
+import qformer
+
+
+def environment(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return (f"device: {name} | torch {torch.__version__} | transformers {transformers.__version__} | "
+            f"qformer {qformer.__version__}")
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median milliseconds of `fn`, after warm-up; device events on CUDA, a synchronised clock elsewhere."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            samples.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(samples)
+
+
+def print_table(title: str, rows: list[dict], baseline: str) -> None:
+    """Rows of {name, ms, rate, unit, note}; the ratio is baseline ms over each row's ms."""
+    base = next(r["ms"] for r in rows if r["name"] == baseline)
+    print(f"\n{title}")
+    print(f"| variant | ms | {rows[0]['unit']} | speed-up vs {baseline} | note |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['ms']:.1f} | {r['rate']:.1f} | {base / r['ms']:.2f}x | {r.get('note', '')} |")
