@@ -35,6 +35,15 @@ SHAPES = {
 }
 
 
+def agreement_with(tokens: torch.Tensor, exact: torch.Tensor) -> str:
+    """How often bf16 greedy decoding leaves the fp32 path: identical rows, and where the rest diverge."""
+    differs = tokens != exact
+    same = (~differs.any(dim=1)).float().mean().item()
+    first = [int(row.nonzero()[0]) for row in differs if row.any()]
+    where = f"; the others first differ at tokens {sorted(first)}" if first else ""
+    return f"{same:.0%} of sequences identical{where}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", choices=SHAPES, default=None, help="default: paper on a GPU, small on a CPU")
@@ -52,8 +61,9 @@ def main() -> None:
                          num_query_tokens=32, image_token_index=IMAGE_TOKEN_ID)
     torch.manual_seed(0)
     with torch.device(device):
-        hf = Blip2ForConditionalGeneration(config).to(dtype).eval()
-    hf.save_pretrained(work / "hf")
+        Blip2ForConditionalGeneration(config).to(dtype).save_pretrained(work / "hf")
+    # loaded as users load it: from_pretrained keeps the Q-Former and queries in float32
+    hf = Blip2ForConditionalGeneration.from_pretrained(work / "hf", dtype=dtype).to(device).eval()
     tokenizer = ByT5Tokenizer()
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     tokenizer.save_pretrained(work / "hf")
@@ -61,6 +71,9 @@ def main() -> None:
     name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
     ours = qformer.Blip2.from_pretrained(work / "ours", **{"vision.dtype": name, "lm.dtype": name}).to(device).eval()
 
+    reference_fp32 = None
+    if dtype != torch.float32:  # qformer's own fp32 path, to count where bf16 rounding flips a token
+        reference_fp32 = qformer.Blip2.from_pretrained(work / "ours").to(device).eval()
     rows, agreement = [], []
     for batch in args.batches:
         torch.manual_seed(batch)
@@ -85,6 +98,12 @@ def main() -> None:
         for key, tokens in outputs.items():
             same = (tokens == reference).all(dim=1).float().mean().item()
             agreement.append(f"batch {batch}, {key}: {same:.0%} of sequences token-identical to transformers")
+        if reference_fp32 is not None:
+            with torch.no_grad():
+                exact = reference_fp32.generate(pixels.float(), ids, **common)
+            for key in ("qformer", "qformer + static cache"):
+                flips = agreement_with(outputs[key], exact)
+                agreement.append(f"batch {batch}, {key} (bf16) vs qformer fp32: {flips}")
     print(environment(device))
     print(f"shape: {args.shape or ('paper' if device.type == 'cuda' else 'small')}, {dtype}, "
           f"{NEW_TOKENS} new tokens, greedy, median of {args.repeats} after 2 warm-up runs")

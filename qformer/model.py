@@ -128,7 +128,14 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         """The soft prompt for the LM: projected query outputs, `(B, Q, D_lm)`."""
         if self.projection is None:
             raise ValueError("this model has no language model (config.lm is None); it can only score image-text pairs")
-        return self.projection(self.query_outputs(self.encode_images(pixels)))
+        return self.project(self.query_outputs(self.encode_images(pixels)))
+
+    def project(self, query_outputs: torch.Tensor) -> torch.Tensor:
+        """Queries into the LM's embedding space, computed in the LM's dtype as transformers' BLIP-2
+        does: a bf16 LM gets the same prefix, bit for bit, while the weights stay float32 to train."""
+        dtype = self.lm.dtype
+        weight, bias = self.projection.weight.to(dtype), self.projection.bias.to(dtype)
+        return nn.functional.linear(query_outputs.to(dtype), weight, bias)  # (B, Q, D_lm)
 
     # --- training -----------------------------------------------------------------------------
 
@@ -181,7 +188,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
     def stage2_loss(self, image_tokens: torch.Tensor, targets: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
         if self.projection is None:
             raise ValueError("stage 2 trains the LM loss, but this model has no language model (config.lm is None)")
-        prefix = self.projection(self.query_outputs(image_tokens))  # (B, Q, D_lm)
+        prefix = self.project(self.query_outputs(image_tokens))  # (B, Q, D_lm)
         prompts = list(prompts) if prompts is not None else [self.config.lm.prompt] * len(targets)
         loss = self.lm.loss(prefix, prompts, targets)
         return {"loss": loss, "lm": loss}

@@ -172,7 +172,8 @@ class QFormer(nn.Module):
         x = F.dropout(self.embed_norm(torch.cat(parts, dim=1)), self.config.dropout, self.training)
         # step 3: layers over [queries; text]
         num_queries = self.num_queries if image_tokens is not None else 0
-        mask = attention_mask(num_queries, text_mask, mode)
+        # queries alone attend everywhere: no mask lets SDPA pick its fastest (flash) kernel
+        mask = attention_mask(num_queries, text_mask, mode) if text_mask.shape[1] else None
         for layer in self.layers:
             x = layer(x, mask, num_queries, image_tokens)
         return x
