@@ -91,11 +91,12 @@ def main() -> None:
         ("transformers sdpa", lambda: hf_forward(hf, hf_queries), [*hf.parameters(), hf_queries], False),
         ("transformers eager", lambda: hf_forward(hf_eager, hf_eager_queries), [*hf_eager.parameters(), hf_eager_queries], False),
         ("qformer", lambda: ours(image_tokens), list(ours.parameters()), False),
-        ("qformer + fused AdamW", lambda: ours(image_tokens), list(ours.parameters()), True),
+        ("qformer + fused AdamW" if device.type == "cuda" else "qformer (AdamW, fused is CUDA-only)",
+         lambda: ours(image_tokens), list(ours.parameters()), True),
     ]
     if not args.no_compile:
         compiled = torch.compile(ours)
-        variants.append(("qformer + fused AdamW + compile", lambda: compiled(image_tokens), list(ours.parameters()), True))
+        variants.append(("qformer + fused AdamW + compile" if device.type == "cuda" else "qformer + compile", lambda: compiled(image_tokens), list(ours.parameters()), True))
         if device.type == "cuda":  # CUDA graphs: one launch for the many small kernels of 32 queries
             graphed = torch.compile(ours, mode="reduce-overhead")
             variants.append(("qformer + fused AdamW + compile, CUDA graphs", lambda: graphed(image_tokens),

@@ -77,8 +77,9 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
     model = qformer.create_model(config.model, **config.model_overrides)
     if config.stage == 2 and model.lm is None:
         raise ValueError(f"stage 2 trains the LM loss, but model {config.model!r} has no language model")
+    # fused AdamW: one kernel for all parameters on a GPU (bench/qformer_step.py: 1.7x faster steps)
     optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
-                                  betas=config.optim.betas)
+                                  betas=config.optim.betas, fused=torch.cuda.is_available())
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     bare = accelerator.unwrap_model(model)
