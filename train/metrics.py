@@ -71,8 +71,10 @@ def retrieval_recall(scores: torch.Tensor, positives: torch.Tensor | None = None
                      ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Recall@k both ways for an `(images, texts)` score matrix. `positives[i, j]` marks matching
     pairs (default: the diagonal); a query scores a hit when any of its top k is a match."""
+    scores = scores.detach().float().cpu()  # scores may come from a GPU; ranking is cheap here
     if positives is None:
         positives = torch.eye(scores.shape[0], scores.shape[1], dtype=torch.bool)
+    positives = positives.cpu()
     out = {}
     for k in ks:
         k_eff = min(k, scores.shape[1])
