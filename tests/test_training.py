@@ -164,3 +164,13 @@ def test_two_processes_with_torchrun(tmp_path, shapes):
     resumed = subprocess.run([*torchrun, *args, "max_steps=4", "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == 4
+
+
+def test_streaming_source_trains_and_resumes(tmp_path, shapes):
+    first = recipe(tmp_path, shapes, max_steps=4, save_every=2, output_dir=tmp_path / "s", **{"data.streaming": True})
+    train(first)
+    state = json.loads((tmp_path / "s" / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())
+    assert state["data"]["consumed"] > 0
+    more = recipe(tmp_path, shapes, max_steps=6, save_every=2, output_dir=tmp_path / "s", **{"data.streaming": True})
+    train(more, resume=True)
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["steps"] == 6
