@@ -126,13 +126,12 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
 
     def visual_prompt(self, pixels: Pixels) -> torch.Tensor:
         """The soft prompt for the LM: projected query outputs, `(B, Q, D_lm)`."""
-        if self.projection is None:
-            raise ValueError("this model has no language model (config.lm is None); it can only score image-text pairs")
         return self.project(self.query_outputs(self.encode_images(pixels)))
 
     def project(self, query_outputs: torch.Tensor) -> torch.Tensor:
         """Queries into the LM's embedding space, computed in the LM's dtype as transformers' BLIP-2
-        does: a bf16 LM gets the same prefix, bit for bit, while the weights stay float32 to train."""
+        computes its `language_projection`; the weights themselves stay float32, to train."""
+        self._require_lm("map queries into a language model")
         dtype = self.lm.dtype
         weight, bias = self.projection.weight.to(dtype), self.projection.bias.to(dtype)
         return nn.functional.linear(query_outputs.to(dtype), weight, bias)  # (B, Q, D_lm)
@@ -186,8 +185,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         return {"loss": itc + itm + itg, "itc": itc, "itm": itm, "itg": itg}
 
     def stage2_loss(self, image_tokens: torch.Tensor, targets: Sequence[str], prompts: Sequence[str] | None = None) -> dict:
-        if self.projection is None:
-            raise ValueError("stage 2 trains the LM loss, but this model has no language model (config.lm is None)")
+        self._require_lm("train stage 2 (the LM loss)")
         prefix = self.project(self.query_outputs(image_tokens))  # (B, Q, D_lm)
         prompts = list(prompts) if prompts is not None else [self.config.lm.prompt] * len(targets)
         loss = self.lm.loss(prefix, prompts, targets)
@@ -229,9 +227,13 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         prompts = [template.format(question=q.strip()) for q in questions]
         return self._generate(images, prompts, return_exceptions, generation)
 
-    def _generate(self, images, prompts, return_exceptions, generation) -> list:
+    def _require_lm(self, action: str) -> None:
         if self.lm is None:
-            raise ValueError("this model has no language model (config.lm is None); it cannot generate text")
+            raise ValueError(f"this model has no language model (config.lm is None), so it cannot {action}; "
+                             "it scores image-text pairs only")
+
+    def _generate(self, images, prompts, return_exceptions, generation) -> list:
+        self._require_lm("generate text")
         self.lm.prompt_ids(prompts)  # fail on an overlong prompt before any image work
         pixels, errors = self.load_images(images, return_exceptions)
         texts: list = list(errors)
@@ -247,8 +249,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
     ) -> torch.Tensor:
         """transformers-style generation from a BLIP-2 processor's output: new token ids `(B, T_new)`.
         `input_ids` may hold `num_queries` `<image>` tokens per row (recent processors) or none (older ones)."""
-        if self.lm is None:
-            raise ValueError("this model has no language model (config.lm is None); it cannot generate text")
+        self._require_lm("generate text")
         prefix = self.visual_prompt(pixel_values)
         mask = attention_mask.to(self.device) if attention_mask is not None else None
         embeds, mask = self.lm.embed_with_prefix(prefix, input_ids.to(self.device), mask)
