@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -226,10 +226,14 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, st
 
 
 def _checkpoint_bridge_only(accelerator: Accelerator) -> None:
-    """accelerate saves and loads whole models; frozen backbones are rebuilt from their config instead."""
+    """accelerate saves and loads whole models; frozen backbones are rebuilt from their config instead.
+    FSDP and DeepSpeed shard the model and checkpoint it their own way: there accelerate's full
+    checkpoints are kept as they are (larger, with the frozen weights), and resume still works."""
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return
 
     def save_hook(models, weights, output_dir):
-        for i, model in enumerate(models):
+        for i, model in enumerate(models[: len(weights)]):
             weights[i] = bridge_state_dict(accelerator.unwrap_model(model))
 
     def load_hook(models, input_dir):
