@@ -53,3 +53,14 @@ def test_gguf_lm_loads_frozen_and_bridges(smollm2_model, cat, astronaut):
     batched = model.ask([cat, astronaut], questions, max_new_tokens=6)
     assert batched == [model.ask([img], [q], max_new_tokens=6)[0] for img, q in zip([cat, astronaut], questions)]
     assert all(isinstance(a, str) and a for a in batched)
+
+
+def test_offline_preset_over_real_backbones(gguf_cache, cat, tmp_path):
+    """EfficientNet-Lite0 + SmolLM2, both from PyPI packages; the bridge is fresh (untrained)."""
+    model = qformer.create_model("lite0-smollm2").eval()
+    assert model.vision.width == 1280 and model.lm.hidden_size == 576
+    bridge = sum(p.numel() for p in model.trainable_parameters())
+    assert 5e6 < bridge < 3e7, "the shipped bridge is meant to be a few tens of MB at most"
+    assert len(model.caption([cat], max_new_tokens=4)) == 1
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size < 4 * bridge + 1e6  # no backbone inside
