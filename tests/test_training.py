@@ -174,3 +174,16 @@ def test_streaming_source_trains_and_resumes(tmp_path, shapes):
     more = recipe(tmp_path, shapes, max_steps=6, save_every=2, output_dir=tmp_path / "s", **{"data.streaming": True})
     train(more, resume=True)
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["steps"] == 6
+
+
+def test_stage2_alternates_captions_and_answers_when_data_has_both(tmp_path, shapes):
+    from train.data import Batch
+    from train.loop import _texts
+
+    model = qformer.create_model("tiny-random")
+    config = recipe(tmp_path, shapes, stage=2, model="tiny-random")
+    batch = Batch(["k"], [None], ["a red circle"], ["what colour?"], ["red"], [True])
+    assert _texts(model, batch, config, step=0) == (["a red circle"], ["a photo of"])
+    assert _texts(model, batch, config, step=1) == (["red"], ["Question: what colour? Answer:"])
+    qa_only = Batch(["k"], [None], ["what colour? red"], ["what colour?"], ["red"], [False])
+    assert _texts(model, qa_only, config, step=0) == (["red"], ["Question: what colour? Answer:"])

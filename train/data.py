@@ -26,6 +26,7 @@ class Batch:
     texts: list[str]  # captions, or "question answer" for VQA records
     questions: list[str | None]
     answers: list[str | None]
+    has_caption: list[bool]  # False where `texts` was made from the question and answer
 
 
 def load_source(source: str, split: str = "train", streaming: bool = False):
@@ -131,7 +132,7 @@ class ExampleStream:
     def batches(self, batch_size: int, cached: Callable[[str], bool] = lambda key: False) -> Iterator[Batch]:
         """Batches of `batch_size` readable examples; bad ones are replaced by the next records.
         Images whose key is `cached` are not decoded at all (they were readable when cached)."""
-        batch = Batch([], [], [], [], [])
+        batch = Batch([], [], [], [], [], [])
         for record in self._records():
             key = key_of(record, self.base_dir)
             try:
@@ -147,9 +148,10 @@ class ExampleStream:
             batch.texts.append(text)
             batch.questions.append(question)
             batch.answers.append(answer)
+            batch.has_caption.append(bool(record.get("text") or record.get("caption")))
             if len(batch.images) == batch_size:
                 yield batch
-                batch = Batch([], [], [], [], [])
+                batch = Batch([], [], [], [], [], [])
 
 
 def base_dir_of(source: str) -> Path | None:

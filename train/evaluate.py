@@ -18,7 +18,7 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
              batch_size: int = 16) -> dict:
     """Metrics over the first `limit` readable examples of `dataset` (in its stored order)."""
     model.eval()
-    images, captions, questions, answers = [], [], [], []
+    images, captions, questions, answers, has_caption = [], [], [], [], []
     for record in dataset:
         if len(images) >= limit:
             break
@@ -28,6 +28,7 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
             continue
         caption, question, answer = text_of(record)
         captions.append(caption)
+        has_caption.append(bool(record.get("text") or record.get("caption")))
         questions.append(question)
         answers.append(answer)
     if len(images) < 2:
@@ -41,14 +42,15 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
     if model.lm is None:
         return metrics
     chunks = range(0, len(images), batch_size)
-    if all(q is not None and a is not None for q, a in zip(questions, answers)):
-        predicted = [a for i in chunks for a in model.ask(images[i : i + batch_size], questions[i : i + batch_size])]
-        metrics["vqa_accuracy"] = vqa_accuracy(predicted, [[str(a)] for a in answers])
-        metrics["samples"] = [{"question": q, "answer": a, "predicted": p}
-                              for q, a, p in list(zip(questions, answers, predicted))[:5]]
-    else:
+    metrics["samples"] = []
+    if all(has_caption):
         predicted = [c for i in chunks for c in model.caption(images[i : i + batch_size], prompt=prompt)]
         metrics.update(caption_scores({str(i): p for i, p in enumerate(predicted)},
                                       {str(i): [c] for i, c in enumerate(captions)}))
-        metrics["samples"] = [{"reference": c, "predicted": p} for c, p in list(zip(captions, predicted))[:5]]
+        metrics["samples"] += [{"reference": c, "predicted": p} for c, p in list(zip(captions, predicted))[:5]]
+    if all(q is not None and a is not None for q, a in zip(questions, answers)):
+        predicted = [a for i in chunks for a in model.ask(images[i : i + batch_size], questions[i : i + batch_size])]
+        metrics["vqa_accuracy"] = vqa_accuracy(predicted, [[str(a)] for a in answers])
+        metrics["samples"] += [{"question": q, "answer": a, "predicted": p}
+                               for q, a, p in list(zip(questions, answers, predicted))[:5]]
     return metrics

@@ -118,7 +118,7 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
         else:
             tokens, pixels = None, bare.vision.preprocess(batch.images)
         with accelerator.accumulate(model):
-            texts, prompts = _texts(bare, batch, config)
+            texts, prompts = _texts(bare, batch, config, state.step)
             losses = model(pixels, texts, stage=config.stage, prompts=prompts, image_tokens=tokens)
             finite = accelerator.gather(torch.isfinite(losses["loss"].detach()).reshape(1)).all()
             if not finite:
@@ -177,11 +177,13 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
     return bare
 
 
-def _texts(model: qformer.Blip2, batch, config: TrainConfig) -> tuple[list[str], list[str] | None]:
-    """(texts, prompts): stage 1 contrasts captions; stage 2 generates captions or answers."""
+def _texts(model: qformer.Blip2, batch, config: TrainConfig, step: int) -> tuple[list[str], list[str] | None]:
+    """(texts, prompts): stage 1 contrasts captions; stage 2 generates captions or answers. Data with
+    both trains them in turn, by step, so a resumed run makes the same choices."""
     if config.stage == 1:
         return batch.texts, None
-    if all(q is not None and a is not None for q, a in zip(batch.questions, batch.answers)):
+    has_qa = all(q is not None and a is not None for q, a in zip(batch.questions, batch.answers))
+    if has_qa and (not all(batch.has_caption) or step % 2 == 1):
         template = model.config.lm.question_template
         return [str(a) for a in batch.answers], [template.format(question=q) for q in batch.questions]
     prompt = config.prompt if config.prompt is not None else model.config.lm.prompt
