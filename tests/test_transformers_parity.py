@@ -1,6 +1,5 @@
 """Parity with transformers' own BLIP-2: tiny random checkpoints built with its classes, no download."""
 
-import numpy as np
 import pytest
 import torch
 from transformers import (
