@@ -16,14 +16,18 @@ import torch
 from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
-    Blip2Config as HFBlip2Config,
     Blip2ForConditionalGeneration,
     Blip2Processor,
+    Blip2VisionModel,
     BlipImageProcessor,
+)
+from transformers import (
+    Blip2Config as HFBlip2Config,
 )
 
 from .checkpoint import CheckpointError, resolve_relative_paths
 from .config import Blip2Config, QFormerConfig
+from .encoders.hf_encoder import HFVisionEncoder
 from .llm import IMAGE_TOKEN
 from .model import Blip2
 
@@ -108,7 +112,7 @@ def convert_from_transformers(source: str, out: str | Path) -> Blip2:
 def convert_to_transformers(model: Blip2, out: str | Path) -> Blip2ForConditionalGeneration:
     """Write `model` as a transformers BLIP-2 checkpoint (with its processor); returns the transformers model."""
     vision = model.vision
-    if type(vision).__name__ != "HFVisionEncoder" or type(vision.backbone).__name__ != "Blip2VisionModel":
+    if not (isinstance(vision, HFVisionEncoder) and isinstance(vision.backbone, Blip2VisionModel)):
         raise ValueError(
             f"transformers' BLIP-2 layout needs a Blip2VisionModel image encoder; this model uses "
             f"{model.config.vision.backend}:{model.config.vision.model_name}"

@@ -31,20 +31,20 @@ class FrozenLM(nn.Module):
         super().__init__()
         self.config = config
         dtype = DTYPES[config.dtype]
-        if config.random_config is not None:
+        source = None if config.random_config is not None else resolve_lm_source(config)
+        if source is None:
             model_config = AutoConfig.for_model(**config.random_config)
-            self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
-            auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
+        else:
+            model_config = AutoConfig.from_pretrained(source)
+        self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
+        auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
+        if source is None:
             with torch.random.fork_rng(devices=[]):  # the config's seed fixes the weights
                 torch.manual_seed(config.seed)
                 self.model = auto.from_config(model_config, dtype=dtype)
         else:
-            source = resolve_lm_source(config)
-            model_config = AutoConfig.from_pretrained(source)
-            self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
-            auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
             self.model = auto.from_pretrained(source, dtype=dtype)
-        tokenizer_name = config.tokenizer or (source if config.random_config is None else None)
+        tokenizer_name = config.tokenizer or source
         if tokenizer_name is None:
             raise ValueError("lm.tokenizer is needed when the LM comes from lm.random_config")
         self.tokenizer = load_tokenizer(tokenizer_name)

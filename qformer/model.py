@@ -203,9 +203,10 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
     ) -> list[str | ImageLoadError]:
         """One caption per image. With `return_exceptions=True` an unreadable image gives its
         `ImageLoadError` in its place and the others are still captioned."""
+        self._require_lm("generate text")
         images = _as_list(images, "images")
-        prompt = self.config.lm.prompt if prompt is None and self.config.lm else prompt
-        return self._generate(images, [prompt or ""] * len(images), return_exceptions, generation)
+        prompt = self.config.lm.prompt if prompt is None else prompt
+        return self._generate(images, [prompt] * len(images), return_exceptions, generation)
 
     @torch.no_grad()
     def ask(
@@ -216,6 +217,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         **generation: Any,
     ) -> list[str | ImageLoadError]:
         """One answer per (image, question); a single question is asked of every image."""
+        self._require_lm("generate text")
         images = _as_list(images, "images")
         questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
         if len(questions) != len(images):
@@ -223,8 +225,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         for i, q in enumerate(questions):
             if not isinstance(q, str) or not q.strip():
                 raise ValueError(f"question {i} is empty; ask something about the image")
-        template = self.config.lm.question_template if self.config.lm else "{question}"
-        prompts = [template.format(question=q.strip()) for q in questions]
+        prompts = [self.config.lm.question_template.format(question=q.strip()) for q in questions]
         return self._generate(images, prompts, return_exceptions, generation)
 
     def _require_lm(self, action: str) -> None:
@@ -233,7 +234,6 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
                              "it scores image-text pairs only")
 
     def _generate(self, images, prompts, return_exceptions, generation) -> list:
-        self._require_lm("generate text")
         self.lm.prompt_ids(prompts)  # fail on an overlong prompt before any image work
         pixels, errors = self.load_images(images, return_exceptions)
         texts: list = list(errors)

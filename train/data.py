@@ -78,11 +78,14 @@ def key_of(record: dict[str, Any], base_dir: Path | None) -> str:
         return str(path)
 
 
+def has_caption(record: dict[str, Any]) -> bool:
+    return bool(record.get("text") or record.get("caption"))
+
+
 def text_of(record: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(caption, question, answer); a VQA-only record's caption is its question and answer."""
     question, answer = record.get("question"), record.get("answer")
-    caption = record.get("text") or record.get("caption")
-    if caption is None:
-        caption = f"{question} {answer}"
+    caption = record.get("text") or record.get("caption") or f"{question} {answer}"
     return str(caption), question, answer
 
 
@@ -148,7 +151,7 @@ class ExampleStream:
             batch.texts.append(text)
             batch.questions.append(question)
             batch.answers.append(answer)
-            batch.has_caption.append(bool(record.get("text") or record.get("caption")))
+            batch.has_caption.append(has_caption(record))
             if len(batch.images) == batch_size:
                 yield batch
                 batch = Batch([], [], [], [], [], [])

@@ -9,7 +9,7 @@ import torch
 import qformer
 from qformer.images import ImageLoadError
 
-from .data import decode, text_of
+from .data import decode, has_caption, text_of
 from .metrics import caption_scores, retrieval_recall, vqa_accuracy
 
 
@@ -18,7 +18,7 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
              batch_size: int = 16) -> dict:
     """Metrics over the first `limit` readable examples of `dataset` (in its stored order)."""
     model.eval()
-    images, captions, questions, answers, has_caption = [], [], [], [], []
+    images, captions, questions, answers, captioned = [], [], [], [], []
     for record in dataset:
         if len(images) >= limit:
             break
@@ -28,7 +28,7 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
             continue
         caption, question, answer = text_of(record)
         captions.append(caption)
-        has_caption.append(bool(record.get("text") or record.get("caption")))
+        captioned.append(has_caption(record))
         questions.append(question)
         answers.append(answer)
     if len(images) < 2:
@@ -43,7 +43,7 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
         return metrics
     chunks = range(0, len(images), batch_size)
     metrics["samples"] = []
-    if all(has_caption):
+    if all(captioned):
         predicted = [c for i in chunks for c in model.caption(images[i : i + batch_size], prompt=prompt)]
         metrics.update(caption_scores({str(i): p for i, p in enumerate(predicted)},
                                       {str(i): [c] for i, c in enumerate(captions)}))

@@ -11,6 +11,8 @@ from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..config import VisionConfig
+
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -88,13 +90,13 @@ class FrozenImageEncoder(nn.Module):
         return self.forward_tokens(pixels.to(self.dtype)).float()  # (B, N, width)
 
 
-def merge_preprocess(default: Preprocess, size: int | None, mean, std, interpolation: str | None) -> Preprocess:
+def merge_preprocess(default: Preprocess, config: VisionConfig) -> Preprocess:
     """The backbone's own preprocessing, with any values the user set in the config on top."""
     return Preprocess(
-        size=size or default.size,
-        mean=tuple(mean) if mean else default.mean,
-        std=tuple(std) if std else default.std,
-        interpolation=interpolation or default.interpolation,
+        size=config.image_size or default.size,
+        mean=config.mean or default.mean,
+        std=config.std or default.std,
+        interpolation=config.interpolation or default.interpolation,
         crop_pct=default.crop_pct,
         resize_with=default.resize_with,
     )

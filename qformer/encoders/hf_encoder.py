@@ -31,9 +31,7 @@ class HFVisionEncoder(FrozenImageEncoder):
         default = _processor_preprocess(config.pretrained) or Preprocess(
             size=vision_config.image_size, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic", resize_with="tensor"
         )
-        self.preprocessor = merge_preprocess(
-            default, config.image_size, config.mean, config.std, config.interpolation
-        )
+        self.preprocessor = merge_preprocess(default, config)
         self.freeze()
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -34,9 +34,7 @@ class OpenClipEncoder(FrozenImageEncoder):
             interpolation=cfg.get("interpolation", "bicubic"),
             crop_pct=1.0 if cfg.get("resize_mode", "shortest") == "shortest" else None,
         )
-        self.preprocessor = merge_preprocess(
-            default, config.image_size, config.mean, config.std, config.interpolation
-        )
+        self.preprocessor = merge_preprocess(default, config)
         self.freeze()
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,7 @@ class TimmEncoder(FrozenImageEncoder):
             interpolation=data["interpolation"],
             crop_pct=data.get("crop_pct"),
         )
-        self.preprocessor = merge_preprocess(
-            default, config.image_size, config.mean, config.std, config.interpolation
-        )
+        self.preprocessor = merge_preprocess(default, config)
         self.freeze()
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
