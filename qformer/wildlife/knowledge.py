@@ -1,0 +1,87 @@
+"""What the pipeline knows about animals, shipped as data in `data/`:
+
+- `taxonomy.json`: every ImageNet-1k class with its coarse group and WordNet 3.0 taxon chain
+  (built by scripts/build_taxonomy.py);
+- `species.json`: one entry per species or breed the default can name: names, taxonomy, habitat,
+  IUCN category with its year, countries, and whether it is domesticated (sources in its header).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+GROUPS = ("mammal", "bird", "reptile", "amphibian", "fish", "insect/arthropod", "other")
+RANKS = ("genus", "family", "order", "class")  # the rollup climbs in this order
+ANYWHERE = "*"
+
+
+@dataclass(frozen=True)
+class Species:
+    label: str  # the WordNet id of its ImageNet class, or a trained head's label
+    common_name: str
+    scientific_name: str
+    taxa: dict[str, str]  # genus, family, order, class
+    habitat: str
+    iucn_category: str  # LC, NT, VU, EN, CR, EW, EX, DD, or NA for domestic animals
+    iucn_year: int | None
+    countries: tuple[str, ...]  # ISO 3166-1 alpha-3; ("*",) for the oceans or worldwide
+    domesticated: bool
+    breed: str | None = None
+
+    def occurs_in(self, country: str) -> bool:
+        return ANYWHERE in self.countries or country.upper() in self.countries
+
+
+class Knowledge:
+    def __init__(self, taxonomy: dict, species: dict):
+        self.classes = taxonomy["classes"]  # index -> {synset, name, group, taxa, ...}
+        self.by_label = {c["synset"]: c for c in self.classes}
+        self.species = {label: _species(label, entry) for label, entry in species["species"].items()}
+        self.sources = {"taxonomy": taxonomy["source"], "species": species["source"]}
+
+    @classmethod
+    @cache
+    def default(cls) -> Knowledge:
+        return cls(json.loads((DATA / "taxonomy.json").read_text()), json.loads((DATA / "species.json").read_text()))
+
+    def group_matrix(self) -> torch.Tensor:
+        """(1000, len(GROUPS) + 1): 1 where a class belongs to a group; the last column is "not an animal"."""
+        matrix = torch.zeros(len(self.classes), len(GROUPS) + 1)
+        for c in self.classes:
+            matrix[c["index"], GROUPS.index(c["group"]) if c["group"] else len(GROUPS)] = 1.0
+        return matrix
+
+    def classes_of(self, group: str) -> list[dict]:
+        if group not in GROUPS:
+            raise ValueError(f"unknown group {group!r}; groups are {GROUPS}")
+        return [c for c in self.classes if c["group"] == group]
+
+    def name_of(self, label: str) -> str:
+        if label in self.species:
+            return self.species[label].common_name
+        return self.by_label[label]["name"] if label in self.by_label else label
+
+    def taxa_of(self, label: str) -> dict[str, str]:
+        """The species entry's taxonomy where there is one (current usage), else WordNet's."""
+        if label in self.species:
+            return self.species[label].taxa
+        return dict(self.by_label.get(label, {}).get("taxa", {}))
+
+    def occurs_in(self, label: str, country: str) -> bool | None:
+        """Whether the species is known to occur in the country; None when its range is unknown."""
+        return self.species[label].occurs_in(country) if label in self.species else None
+
+
+def _species(label: str, entry: dict) -> Species:
+    return Species(
+        label=label, common_name=entry["common_name"], scientific_name=entry["scientific_name"],
+        taxa={rank: entry[rank] for rank in RANKS}, habitat=entry["habitat"],
+        iucn_category=entry["iucn"]["category"], iucn_year=entry["iucn"]["year"],
+        countries=tuple(entry["countries"]), domesticated=entry["domesticated"], breed=entry.get("breed"),
+    )

@@ -1,0 +1,62 @@
+"""Results in MegaDetector's batch output format (v1.4), which camera-trap tools (Timelapse,
+EcoAssist, the MegaDetector postprocessing scripts) read.
+
+Per image: `file`, `detections` (each with `category`, `conf`, `bbox` = normalised [x, y, w, h] from
+the top-left corner, and `classifications` = [[class id, score]]) or `failure`. Our extra fields
+(names, ranks, IUCN status) ride along under `qformer`, which readers of the format ignore.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .detect import CATEGORIES
+from .pipeline import ImageResult
+
+FORMAT_VERSION = "1.4"
+DETECTION_CATEGORIES = {str(i + 1): name for i, name in enumerate(CATEGORIES)}
+CATEGORY_IDS = {name: key for key, name in DETECTION_CATEGORIES.items()}
+
+
+def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: str) -> dict:
+    classes: dict[str, str] = {}  # name -> id, numbered in order of first appearance
+    images = []
+    for result in results:
+        entry: dict = {"file": result.file}
+        if result.failure is not None:
+            entry["failure"] = result.failure
+            images.append(entry)
+            continue
+        entry["detections"] = []
+        for animal in result.animals:
+            detection = {"category": CATEGORY_IDS[animal.category], "conf": round(animal.detection_conf, 4),
+                         "bbox": [round(v, 4) for v in animal.box]}
+            if animal.name is not None:
+                class_id = classes.setdefault(animal.name, str(len(classes) + 1))
+                detection["classifications"] = [[class_id, round(animal.score, 4)]]
+                detection["qformer"] = {k: getattr(animal, k) for k in (
+                    "rank", "prediction_source", "group", "scientific_name", "habitat", "iucn_category",
+                    "iucn_year", "domesticated", "breed", "suppressed_by_country")}
+            entry["detections"].append(detection)
+        entry["max_detection_conf"] = max((d["conf"] for d in entry["detections"]), default=0.0)
+        images.append(entry)
+    return {
+        "info": {"format_version": FORMAT_VERSION, "detector": detector, "classifier": classifier,
+                 "detection_completion_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "detection_categories": DETECTION_CATEGORIES,
+        "classification_categories": {class_id: name for name, class_id in classes.items()},
+        "images": images,
+    }
+
+
+def write_json(data: dict, path: str | Path) -> None:
+    """Write atomically: a crash mid-write leaves the previous file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    os.replace(staging, path)

@@ -1,0 +1,44 @@
+"""Short human summaries of a result: a template, or a sentence written by an LLM from the template's facts."""
+
+from __future__ import annotations
+
+import torch
+
+from .pipeline import Animal, ImageResult
+
+IUCN = {"LC": "least concern", "NT": "near threatened", "VU": "vulnerable", "EN": "endangered",
+        "CR": "critically endangered", "EW": "extinct in the wild", "EX": "extinct", "DD": "data deficient"}
+
+
+def describe_animal(animal: Animal) -> str:
+    if animal.category != "animal":
+        return f"a {animal.category} ({animal.detection_conf:.0%} sure)"
+    if animal.rank in (None, "group"):
+        return f"an animal, probably a {animal.name} ({animal.score:.0%})"
+    if animal.rank != "species":
+        return f"a {animal.name} ({animal.rank}, {animal.score:.0%}; not sure of the species)"
+    text = f"a {animal.name} ({animal.scientific_name}, {animal.score:.0%})"
+    if animal.breed:
+        text += f", breed {animal.breed}"
+    if animal.domesticated:
+        return text + ", a domestic animal"
+    status = IUCN.get(animal.iucn_category or "", animal.iucn_category)
+    return text + f"; lives in {animal.habitat}; IUCN: {status} ({animal.iucn_year})"
+
+
+def describe(result: ImageResult) -> str:
+    if result.failure:
+        return f"{result.file}: could not be read ({result.failure})"
+    if not result.animals:
+        return f"{result.file}: no animal found"
+    return f"{result.file}: " + "; ".join(describe_animal(a) for a in result.animals)
+
+
+def llm_describe(result: ImageResult, lm, max_new_tokens: int = 60) -> str:
+    """One friendly sentence by a chat LM (a qformer FrozenLM), told to use only the result's facts."""
+    facts = describe(result).split(": ", 1)[1]
+    request = f"In one friendly sentence for a hiker, say what animals are in their photo. Use only these facts: {facts}"
+    prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                              add_generation_prompt=True)
+    empty = torch.zeros(1, 0, lm.hidden_size, dtype=lm.dtype, device=next(lm.parameters()).device)
+    return lm.generate(empty, [prompt], max_new_tokens=max_new_tokens)[0]

