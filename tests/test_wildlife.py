@@ -211,3 +211,23 @@ def test_wildlife_cli_prints_a_summary_and_rejects_a_bad_country(tmp_path, cat):
     assert printed.returncode == 0 and "domestic cat" in printed.stdout
     bad = _wildlife_cli([str(photo), "--country", "Kenya"])
     assert bad.returncode == 2 and "alpha-3" in bad.stderr
+
+
+def test_trained_expert_head_replaces_the_default_expert(cat, coffee, tmp_path):
+    from train.expert import train_expert
+
+    crops = tmp_path / "crops"
+    for name, photo in (("Felis catus", cat), ("not a cat", coffee)):
+        (crops / name).mkdir(parents=True)
+        for k in range(5):  # varied crops of one photo per label
+            w, h = photo.size
+            photo.crop((k * w // 20, k * h // 20, w - k * w // 25, h - k * h // 25)).save(crops / name / f"{k}.jpg")
+    (crops / "not a cat" / "broken.jpg").write_bytes(b"nope")
+    metrics = train_expert(crops, tmp_path / "head", group="mammal", epochs=50)
+    assert metrics["heldout_images"] == 2 and metrics["heldout_accuracy"] == 1.0
+    assert len(metrics["skipped"]) == 1
+    pipeline = WildlifePipeline.default(expert_heads={"mammal": str(tmp_path / "head")})
+    (animal,) = pipeline([cat])[0].animals
+    assert (animal.name, animal.scientific_name, animal.prediction_source) == ("domestic cat", "Felis catus", "expert")
+    with pytest.raises(ValueError, match="unknown group"):
+        WildlifePipeline.default(expert_heads={"dragons": str(tmp_path / "head")})

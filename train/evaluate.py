@@ -54,3 +54,30 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
         metrics["samples"] += [{"question": q, "answer": a, "predicted": p}
                                for q, a, p in list(zip(questions, answers, predicted))[:5]]
     return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    from .data import base_dir_of, load_source
+
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate",
+                                     description="Score a model on held-out data: captions, VQA and retrieval.")
+    parser.add_argument("model", help="preset, saved folder or hub id (default: the shipped model)", nargs="?",
+                        default="default")
+    parser.add_argument("data", help="an image folder with metadata, or a .jsonl/.parquet file")
+    parser.add_argument("--limit", type=int, default=200, help="examples scored (the first readable ones)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", help="also write the metrics here as JSON")
+    args = parser.parse_args(argv)
+    model = qformer.create_model(args.model)
+    metrics = evaluate(model, load_source(args.data), base_dir_of(args.data), args.limit, batch_size=args.batch_size)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

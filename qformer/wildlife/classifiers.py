@@ -33,7 +33,7 @@ class ImageNetClassifier(nn.Module):
         data = timm.data.resolve_model_data_config(self.model)
         self.preprocess = Preprocess(size=data["input_size"][-1], mean=tuple(data["mean"]), std=tuple(data["std"]),
                                      interpolation=data["interpolation"], crop_pct=data.get("crop_pct"))
-        self.name = model_name
+        self.name, self.weights = model_name, weights
         self.requires_grad_(False).eval().to(device)
 
     @property

@@ -67,6 +67,17 @@ class Knowledge:
             return self.species[label].common_name
         return self.by_label[label]["name"] if label in self.by_label else label
 
+    def find(self, name: str) -> str | None:
+        """The label of the species called `name`: a WordNet id, or a common or scientific name
+        (any case; underscores for spaces). None when the knowledge base has no such species."""
+        if name in self.species:
+            return name
+        wanted = name.replace("_", " ").strip().lower()
+        for label, species in self.species.items():
+            if wanted in (species.common_name.lower(), species.scientific_name.lower(), (species.breed or "").lower()):
+                return label
+        return None
+
     def taxa_of(self, label: str) -> dict[str, str]:
         """The species entry's taxonomy where there is one (current usage), else WordNet's."""
         if label in self.species:

@@ -78,24 +78,37 @@ class WildlifePipeline:
             Node("crop", lambda image, detections: [d.crop(image) for d in detections], ["image", "detections"], "crops"),
             coarse_node,
             Node("experts", self._experts, ["crops", "groups"], "species_scores", batch_size=batch_size),
-            Node("identify", self._identify, ["detections", "groups", "species_scores"], "animals"),
+            Node("identify", self._identify, ["detections", "groups", "species_scores", "country", "threshold"],
+                 "animals"),
         ))
 
     @classmethod
-    def default(cls, device: str | torch.device = "cpu", **kwargs) -> WildlifePipeline:
+    def default(cls, device: str | torch.device = "cpu", expert_heads: dict[str, str] | None = None,
+                **kwargs) -> WildlifePipeline:
+        """`expert_heads` maps groups to heads trained by `python -m train.expert`; they replace
+        the default experts of those groups."""
+        from .expert_head import TrainedExpert
+
         knowledge = Knowledge.default()
         lite0, lite2 = ImageNetClassifier(*LITE0, device=device), ImageNetClassifier(*LITE2, device=device)
         experts = {}
         for group in GROUPS:
             classes = knowledge.classes_of(group)
             experts[group] = SpeciesExpert(lite2, [c["index"] for c in classes], [c["synset"] for c in classes], group)
+        for group, folder in (expert_heads or {}).items():
+            if group not in GROUPS:
+                raise ValueError(f"expert head for unknown group {group!r}; groups are {GROUPS}")
+            experts[group] = TrainedExpert.load(folder, device, knowledge=knowledge)
         return cls(CamDetector(lite0, knowledge), CoarseClassifier(lite0, knowledge), experts, knowledge,
                    strong_coarse=CoarseClassifier(lite2, knowledge), **kwargs)
 
-    def __call__(self, images: Sequence[ImageInput], names: Sequence[str] | None = None,
-                 workers: int = 1) -> list[ImageResult]:
+    def __call__(self, images: Sequence[ImageInput], names: Sequence[str] | None = None, workers: int = 1,
+                 country: str | None = None, species_threshold: float | None = None) -> list[ImageResult]:
         """One result per input; an unreadable image gets `failure` and the others go on.
-        `workers` threads decode the images."""
+        `workers` threads decode the images; `country` and `species_threshold` override the
+        pipeline's own for this call (so concurrent callers can differ)."""
+        country = (country.upper() if country else None) or self.country
+        threshold = self.species_threshold if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
                                                        for k, i in enumerate(images)]
         results = [ImageResult(n) for n in names]
@@ -108,7 +121,8 @@ class WildlifePipeline:
             else:
                 loaded.append(image)
                 slots.append(k)
-        for k, run in zip(slots, self.graph.map([{"image": image} for image in loaded])):
+        states = [{"image": image, "country": country, "threshold": threshold} for image in loaded]
+        for k, run in zip(slots, self.graph.map(states)):
             results[k].animals, results[k].timings = run["animals"], run.timings
         return results
 
@@ -138,7 +152,8 @@ class WildlifePipeline:
                     scores[i] = answer
         return _split(scores, crops_per_image)
 
-    def _identify(self, detections: list[Detection], groups: list[dict], species_scores: list) -> list[Animal]:
+    def _identify(self, detections: list[Detection], groups: list[dict], species_scores: list,
+                  country: str | None, threshold: float) -> list[Animal]:
         animals = []
         for detection, group_scores, scores in zip(detections, groups, species_scores):
             animal = Animal(detection.box, detection.conf, detection.category)
@@ -148,7 +163,7 @@ class WildlifePipeline:
             group = _top_group(group_scores)
             animal.group, animal.group_score = group, group_scores[group]
             animal.name, animal.rank, animal.score, animal.prediction_source = group, "group", group_scores[group], "coarse"
-            found = identify(scores, self.knowledge, self.species_threshold, self.country) if scores else None
+            found = identify(scores, self.knowledge, threshold, country) if scores else None
             if found is None:
                 continue
             animal.name, animal.rank, animal.score = found.name, found.rank, found.score

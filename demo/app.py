@@ -1,0 +1,184 @@
+"""The qformer web demo (Gradio): caption and ask with query-attention heatmaps, and the wildlife report.
+
+    qformer demo [--host 127.0.0.1] [--port 7860] [--model default]
+
+Models load once, on first use, and are shared by all visitors; the queue bounds how many requests
+run at once. A bad upload gets a message in the page, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image, ImageDraw
+
+import qformer
+from qformer.attention_maps import heatmaps
+from qformer.images import ImageLoadError, load_image
+from qformer.wildlife import WildlifePipeline
+from qformer.wildlife.megadetector import to_megadetector, write_json
+from qformer.wildlife.summary import IUCN
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+MAX_UPLOAD = "20mb"
+CONCURRENCY = 2  # requests computing at once; the rest wait in the queue
+SOURCE_NOTE = {"expert": "species expert", "rollup": "rolled up: the expert was unsure of the species",
+               "coarse": "coarse group only", "detector": "detector"}
+
+
+class Models:
+    """Lazily built, shared models; one lock per kind, so two first visitors don't both load."""
+
+    def __init__(self, default_model: str):
+        self.default_model = default_model
+        self._bridges: dict[str, qformer.Blip2] = {}
+        self._wildlife: WildlifePipeline | None = None
+        self._lock = threading.Lock()
+
+    def bridge(self, name: str) -> qformer.Blip2:
+        name = (name or self.default_model).strip()
+        with self._lock:
+            if name not in self._bridges:
+                self._bridges[name] = qformer.create_model(name).eval()
+            return self._bridges[name]
+
+    def wildlife(self) -> WildlifePipeline:
+        with self._lock:
+            if self._wildlife is None:
+                self._wildlife = WildlifePipeline.default()
+            return self._wildlife
+
+
+def _open(path: str | None) -> Image.Image:
+    if not path:
+        raise ImageLoadError("<upload>", "no image uploaded")
+    return load_image(path)
+
+
+def caption_and_ask(models: Models, path: str | None, model_name: str, question: str, max_new_tokens: int,
+                    num_beams: int):
+    try:
+        image = _open(path)
+        model = models.bridge(model_name)
+        options = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams)}
+        caption = model.caption([image], **options)[0]
+        answer = model.ask([image], [question], **options)[0] if question.strip() else ""
+        return caption, answer, heatmaps(model, image), "Done."
+    except ImageLoadError as e:
+        return "", "", [], f"**Could not read the upload:** {e.reason}"
+    except (KeyError, OSError, ValueError) as e:  # a bad model name or folder, an overlong question
+        return "", "", [], f"**Could not run:** {e}"
+
+
+def draw_boxes(image: Image.Image, animals) -> Image.Image:
+    drawn = image.convert("RGB").copy()
+    pen = ImageDraw.Draw(drawn)
+    width, height = drawn.size
+    for k, animal in enumerate(animals, 1):
+        x, y, w, h = animal.box
+        box = (x * width, y * height, (x + w) * width, (y + h) * height)
+        pen.rectangle(box, outline=(255, 200, 0), width=max(2, width // 200))
+        pen.text((box[0] + 4, box[1] + 4), f"{k}. {animal.name or animal.category}", fill=(255, 255, 255))
+    return drawn
+
+
+def card(k: int, animal) -> str:
+    if animal.category != "animal":
+        return f"### {k}. a {animal.category}\nDetector confidence {animal.detection_conf:.0%}."
+    lines = [f"### {k}. {animal.name}" + (f" (*{animal.scientific_name}*)" if animal.scientific_name else "")]
+    if animal.breed:
+        lines.append(f"- Breed: {animal.breed}")
+    if animal.habitat:
+        lines.append(f"- Habitat: {animal.habitat}")
+    if animal.iucn_category:
+        status = "domesticated" if animal.domesticated else f"{IUCN.get(animal.iucn_category, animal.iucn_category)} ({animal.iucn_year})"
+        lines.append(f"- IUCN Red List: {status}")
+    lines.append(f"- Confidence: {animal.score:.0%} ({animal.rank}); group {animal.group} {animal.group_score:.0%}")
+    lines.append(f"- Answer from: {SOURCE_NOTE.get(animal.prediction_source, animal.prediction_source)}")
+    return "\n".join(lines)
+
+
+def wildlife_report(models: Models, path: str | None, country: str, threshold: float):
+    empty = (None, "", [], None, "")
+    try:
+        image = _open(path)
+        country = (country or "").strip().upper() or None
+        if country is not None and (len(country) != 3 or not country.isalpha()):
+            return *empty[:4], "**Country:** use an ISO 3166-1 alpha-3 code, such as KEN or USA."
+        (result,) = models.wildlife()([image], names=[Path(path).name], country=country,
+                                      species_threshold=float(threshold))
+    except ImageLoadError as e:
+        return *empty[:4], f"**Could not read the upload:** {e.reason}"
+    rows = [[k, a.name or a.category, a.scientific_name or "", a.rank or "", f"{a.score:.2f}", a.iucn_category or "",
+             a.prediction_source] for k, a in enumerate(result.animals, 1)]
+    cards = "\n\n".join(card(k, a) for k, a in enumerate(result.animals, 1)) or "No animal found in this photo."
+    report = Path(tempfile.mkdtemp(prefix="qformer-")) / "megadetector.json"
+    write_json(to_megadetector([result], "CamDetector (EfficientNet-Lite0)", "EfficientNet-Lite2 experts"), report)
+    return draw_boxes(image, result.animals), cards, rows, str(report), f"Found {len(result.animals)}."
+
+
+def build_app(default_model: str = "default") -> gr.Blocks:
+    models = Models(default_model)
+    examples = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+    with gr.Blocks(title="qformer") as app:
+        gr.Markdown("# qformer\nA small trained bridge between a frozen image encoder and a frozen language model, "
+                    "and a wildlife pipeline built from composed models. Everything runs on this machine.")
+        with gr.Tab("Caption and ask"):
+            with gr.Row():
+                with gr.Column():
+                    # a file input, not gr.Image: Gradio would reject a corrupt image before we could explain
+                    image = gr.File(label="Photo", file_types=["image"], type="filepath", elem_id="caption-image")
+                    model_name = gr.Dropdown(qformer.list_models(), value=default_model, allow_custom_value=True,
+                                             label="Model (preset, folder or hub id)")
+                    question = gr.Textbox(label="Question (optional)", placeholder="what is this?")
+                    with gr.Accordion("Generation", open=False):
+                        max_new_tokens = gr.Slider(1, 60, value=20, step=1, label="max new tokens")
+                        num_beams = gr.Slider(1, 5, value=1, step=1, label="beams")
+                    run = gr.Button("Caption", variant="primary", elem_id="caption-run")
+                with gr.Column():
+                    caption = gr.Textbox(label="Caption", elem_id="caption-out")
+                    answer = gr.Textbox(label="Answer", elem_id="answer-out")
+                    status = gr.Markdown(elem_id="caption-status")
+                    gallery = gr.Gallery(label="Where the queries looked (cross-attention)", columns=4, height=260)
+            gr.Examples(examples, inputs=image)
+            run.click(lambda *a: caption_and_ask(models, *a), [image, model_name, question, max_new_tokens, num_beams],
+                      [caption, answer, gallery, status], api_name="caption")
+        with gr.Tab("Wildlife"):
+            with gr.Row():
+                with gr.Column():
+                    photo = gr.File(label="Photo from your hike", file_types=["image"], type="filepath",
+                                    elem_id="wildlife-image")
+                    country = gr.Textbox(label="Country (ISO-3, optional)", placeholder="KEN")
+                    threshold = gr.Slider(0.05, 0.95, value=0.5, label="species threshold (below: a higher taxon)")
+                    find = gr.Button("Find animals", variant="primary", elem_id="wildlife-run")
+                with gr.Column():
+                    boxes = gr.Image(label="Detections", elem_id="wildlife-boxes")
+                    wild_status = gr.Markdown(elem_id="wildlife-status")
+            cards = gr.Markdown(elem_id="wildlife-cards")
+            table = gr.Dataframe(headers=["#", "name", "scientific name", "rank", "score", "IUCN", "source"],
+                                 label="Animals", elem_id="wildlife-table", interactive=False)
+            download = gr.File(label="MegaDetector-format JSON")
+            gr.Examples(examples, inputs=photo)
+            find.click(lambda *a: wildlife_report(models, *a), [photo, country, threshold],
+                       [boxes, cards, table, download, wild_status], api_name="wildlife")
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=100)
+    return app
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default", **kwargs) -> None:
+    build_app(model).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=False, **kwargs)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--model", default="default")
+    args = parser.parse_args()
+    launch(args.host, args.port, args.model)

@@ -1,0 +1,66 @@
+"""What the queries looked at: the Q-Former's cross-attention weights over the image tokens, as
+heatmaps on the photo. The fast path attends with fused SDPA kernels that never materialise the
+weights, so they are recomputed here from the same projections, for inspection only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import ImageInput, load_image
+
+
+@torch.no_grad()
+def cross_attention(model, image: ImageInput) -> torch.Tensor:
+    """`(layers, queries, image_tokens)`: softmax weights of every cross-attention layer, averaged over heads."""
+    captured = []
+    hooks = [layer.cross_attn.register_forward_pre_hook(lambda module, args: captured.append((module, *args)))
+             for layer in model.qformer.layers if layer.cross_attn is not None]
+    try:
+        pixels, _ = model.load_images([load_image(image)])
+        model.query_outputs(model.encode_images(pixels))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps = []
+    for module, queries, tokens in captured:
+        heads = module.num_heads
+        q = module.q(queries)
+        k = module.kv(tokens).chunk(2, dim=-1)[0]
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # (B, H, L, D/H)
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads)
+        maps.append(scores.float().softmax(-1).mean(1)[0])  # (Q, N)
+    return torch.stack(maps).cpu()
+
+
+def token_grid(num_tokens: int) -> tuple[int, int] | None:
+    """(skip, side): image tokens form a side x side grid after `skip` leading tokens (a ViT's [CLS]);
+    None when they form no square grid (e.g. fused encoders)."""
+    for skip in (0, 1):
+        side = math.isqrt(num_tokens - skip)
+        if side * side == num_tokens - skip and side > 1:
+            return skip, side
+    return None
+
+
+def heatmaps(model, image: ImageInput, max_queries: int = 8) -> list[tuple[Image.Image, str]]:
+    """Overlays of the most focused queries' attention (averaged over layers) on the photo, with captions."""
+    photo = load_image(image)
+    maps = cross_attention(model, photo).mean(0)  # (Q, N)
+    grid = token_grid(maps.shape[-1])
+    if grid is None:
+        return []
+    skip, side = grid
+    maps = maps[:, skip:].reshape(-1, side, side)
+    focus = maps.flatten(1).max(-1).values  # the queries whose attention is most peaked come first
+    order = focus.argsort(descending=True)[:max_queries]
+    overlays = []
+    for q in order.tolist():
+        heat = maps[q] / maps[q].max().clamp_min(1e-12)
+        heat = Image.fromarray((heat.numpy() * 255).astype(np.uint8)).resize(photo.size, Image.Resampling.BICUBIC)
+        red = Image.merge("RGB", (heat, Image.new("L", photo.size, 0), Image.new("L", photo.size, 0)))
+        overlays.append((Image.blend(photo.convert("RGB"), red, 0.5), f"query {q}: peak {float(focus[q]):.2f}"))
+    return overlays

@@ -1,0 +1,101 @@
+"""The web demo, served on localhost: a real browser (Debian's chromium through playwright) uploads a
+photo and reads the caption and the wildlife table; 20 concurrent API calls; a corrupt upload.
+The browser's screenshot is kept in runs/test-artifacts/."""
+
+import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from demo.app import build_app
+
+ROOT = Path(__file__).resolve().parent.parent
+CAT = str(ROOT / "samples" / "chelsea.jpg")
+ARTIFACTS = ROOT / "runs" / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = build_app("default")
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="20mb",
+               show_error=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def test_caption_and_wildlife_through_the_api(client):
+    caption, answer, gallery, status = client.predict(handle_file(CAT), "default", "what is this?", 20, 1,
+                                                      api_name="/caption")
+    assert caption and answer and status == "Done."
+    assert len(gallery) >= 1  # the queries' attention heatmaps
+    boxes, cards, table, report, found = client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")
+    assert "domestic cat" in cards and table["data"][0][1] == "domestic cat"
+    assert Path(report).read_text().startswith("{") and boxes
+
+
+def test_corrupt_and_non_image_uploads_get_a_message_and_the_server_keeps_serving(client, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    for bad in (corrupt, text):
+        *_, status = client.predict(handle_file(str(bad)), "default", "", 5, 1, api_name="/caption")
+        assert status.startswith("**Could not read the upload:**") and "Traceback" not in status
+        *_, status = client.predict(handle_file(str(bad)), "", 0.5, api_name="/wildlife")
+        assert status.startswith("**Could not read the upload:**")
+    *_, status = client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")
+    assert status == "Found 1."
+
+
+def test_twenty_concurrent_requests_all_succeed(client):
+    def one(k):
+        if k % 2:
+            return client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")[-1]
+        return client.predict(handle_file(CAT), "default", "", 8, 1, api_name="/caption")[-1]
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(one, range(20)))
+    assert statuses == ["Done." if k % 2 == 0 else "Found 1." for k in range(20)]
+    assert client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")[-1] == "Found 1."  # still up
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")
+def test_browser_uploads_a_photo_and_reads_the_page(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(server)
+        page.locator("#caption-image input[type=file]").set_input_files(CAT)
+        page.locator("#caption-run").click()
+        expect(page.locator("#caption-status")).to_contain_text("Done", timeout=120_000)
+        caption = page.locator("#caption-out textarea").input_value()
+        assert caption.strip()
+        page.screenshot(path=str(ARTIFACTS / "demo-caption.png"), full_page=True)
+        page.get_by_role("tab", name="Wildlife").click()
+        page.locator("#wildlife-image input[type=file]").set_input_files(CAT)
+        page.locator("#wildlife-run").click()
+        expect(page.locator("#wildlife-status")).to_contain_text("Found 1", timeout=120_000)
+        expect(page.locator("#wildlife-table")).to_contain_text("domestic cat")
+        expect(page.locator("#wildlife-cards")).to_contain_text("Felis catus")
+        page.screenshot(path=str(ARTIFACTS / "demo-wildlife.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "demo-wildlife.png").stat().st_size > 10_000
