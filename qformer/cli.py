@@ -150,6 +150,8 @@ def _wildlife(args: argparse.Namespace) -> int:
         except FileExistsError as e:
             print(f"qformer: {e}", file=sys.stderr)
             return EXIT_USAGE
+        if not data:  # another process of a distributed run: the main one reports
+            return 0
         failed = sum("failure" in i for i in data.get("images", []))
         print(f"wrote {args.out}: {len(data.get('images', []))} images, {failed} unreadable")
         return EXIT_BAD_INPUT if failed else 0

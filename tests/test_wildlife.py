@@ -231,3 +231,15 @@ def test_trained_expert_head_replaces_the_default_expert(cat, coffee, tmp_path):
     assert (animal.name, animal.scientific_name, animal.prediction_source) == ("domestic cat", "Felis catus", "expert")
     with pytest.raises(ValueError, match="unknown group"):
         WildlifePipeline.default(expert_heads={"dragons": str(tmp_path / "head")})
+
+
+def test_two_processes_split_a_batch_run_and_merge_it(cat, tmp_path):
+    for k in range(4):
+        cat.resize((120 - 8 * k, 80 - 4 * k)).save(tmp_path / f"cat{k}.jpg")
+    out = tmp_path / "results.json"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "qformer",
+                          "wildlife", str(tmp_path), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("wrote") == 1  # the main process reports
+    files = [i["file"] for i in json.loads(out.read_text())["images"]]
+    assert files == [str(tmp_path / f"cat{k}.jpg") for k in range(4)]

@@ -36,9 +36,11 @@ def list_images(targets: Sequence[str | Path]) -> list[str]:
 
 def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: str | Path, resume: bool = False,
               checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True) -> dict:
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True lets torchrun's CPU processes form a (gloo) group instead of each running alone
+    state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(out)
     files = list_images(targets)[state.process_index :: state.num_processes]
     partial = out.with_name(f"{out.name}.rank{state.process_index}.partial.json")
