@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 import qformer
 from qformer.attention_maps import heatmaps
@@ -74,15 +74,24 @@ def caption_and_ask(models: Models, path: str | None, model_name: str, question:
         return "", "", [], f"**Could not run:** {e}"
 
 
+BOX_COLOUR = (255, 200, 0)
+
+
 def draw_boxes(image: Image.Image, animals) -> Image.Image:
     drawn = image.convert("RGB").copy()
     pen = ImageDraw.Draw(drawn)
     width, height = drawn.size
+    font = ImageFont.load_default(size=max(12, min(width, height) // 18))
+    line = max(2, min(width, height) // 120)
     for k, animal in enumerate(animals, 1):
         x, y, w, h = animal.box
         box = (x * width, y * height, (x + w) * width, (y + h) * height)
-        pen.rectangle(box, outline=(255, 200, 0), width=max(2, width // 200))
-        pen.text((box[0] + 4, box[1] + 4), f"{k}. {animal.name or animal.category}", fill=(255, 255, 255))
+        pen.rectangle(box, outline=BOX_COLOUR, width=line)
+        label = f"{k}. {animal.name or animal.category}"
+        # the label sits on a filled tab so it stays readable on any photo
+        left, top, right, bottom = pen.textbbox((box[0] + line, box[1] + line), label, font=font)
+        pen.rectangle((left - line, top - line, right + line, bottom + line), fill=BOX_COLOUR)
+        pen.text((box[0] + line, box[1] + line), label, fill=(0, 0, 0), font=font)
     return drawn
 
 
@@ -130,8 +139,9 @@ def build_app(default_model: str = "default") -> gr.Blocks:
         with gr.Tab("Caption and ask"):
             with gr.Row():
                 with gr.Column():
-                    # a file input, not gr.Image: Gradio would reject a corrupt image before we could explain
-                    image = gr.File(label="Photo", file_types=["image"], type="filepath", elem_id="caption-image")
+                    # a plain file input, neither gr.Image nor file_types: Gradio would reject a corrupt image or
+                    # another file type with its own error before our decoder could explain what is wrong
+                    image = gr.File(label="Photo", type="filepath", elem_id="caption-image")
                     model_name = gr.Dropdown(qformer.list_models(), value=default_model, allow_custom_value=True,
                                              label="Model (preset, folder or hub id)")
                     question = gr.Textbox(label="Question (optional)", placeholder="what is this?")
@@ -150,8 +160,7 @@ def build_app(default_model: str = "default") -> gr.Blocks:
         with gr.Tab("Wildlife"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.File(label="Photo from your hike", file_types=["image"], type="filepath",
-                                    elem_id="wildlife-image")
+                    photo = gr.File(label="Photo from your hike", type="filepath", elem_id="wildlife-image")
                     country = gr.Textbox(label="Country (ISO-3, optional)", placeholder="KEN")
                     threshold = gr.Slider(0.05, 0.95, value=0.5, label="species threshold (below: a higher taxon)")
                     find = gr.Button("Find animals", variant="primary", elem_id="wildlife-run")

@@ -75,6 +75,11 @@ def test_twenty_concurrent_requests_all_succeed(client):
     assert client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")[-1] == "Found 1."  # still up
 
 
+def settle(page):
+    # Gradio fades outputs in after a result arrives; a screenshot taken at once shows them greyed out
+    page.wait_for_timeout(1500)
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")
 def test_browser_uploads_a_photo_and_reads_the_page(server):
     from playwright.sync_api import expect, sync_playwright
@@ -89,6 +94,7 @@ def test_browser_uploads_a_photo_and_reads_the_page(server):
         expect(page.locator("#caption-status")).to_contain_text("Done", timeout=120_000)
         caption = page.locator("#caption-out textarea").input_value()
         assert caption.strip()
+        settle(page)
         page.screenshot(path=str(ARTIFACTS / "demo-caption.png"), full_page=True)
         page.get_by_role("tab", name="Wildlife").click()
         page.locator("#wildlife-image input[type=file]").set_input_files(CAT)
@@ -96,6 +102,8 @@ def test_browser_uploads_a_photo_and_reads_the_page(server):
         expect(page.locator("#wildlife-status")).to_contain_text("Found 1", timeout=120_000)
         expect(page.locator("#wildlife-table")).to_contain_text("domestic cat")
         expect(page.locator("#wildlife-cards")).to_contain_text("Felis catus")
+        expect(page.locator("#wildlife-boxes img")).to_be_visible()
+        settle(page)
         page.screenshot(path=str(ARTIFACTS / "demo-wildlife.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "demo-wildlife.png").stat().st_size > 10_000
