@@ -8,55 +8,56 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CHILD = r"""
-import json, statistics, sys, time
+import json, resource, statistics, sys, time
 start = time.perf_counter()
 import torch
 import qformer
-model = qformer.create_model(sys.argv[1]).eval()
+model = qformer.create_model(sys.argv[1], lm={"dtype": sys.argv[3]}).eval()
 loaded = time.perf_counter()
-images = sys.argv[3:]
+images = sys.argv[4:]
 model.caption(images[:1], max_new_tokens=int(sys.argv[2]))
 first = time.perf_counter()
 warm = []
-for image in images:
+for image in images * 3:  # three rounds, so the median is stable
     begin = time.perf_counter()
     model.caption([image], max_new_tokens=int(sys.argv[2]))
     warm.append(time.perf_counter() - begin)
 print(json.dumps({"import_and_load_s": loaded - start, "first_caption_s": first - start,
-                  "warm_caption_s": statistics.median(warm)}))
+                  "warm_caption_s": statistics.median(warm),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="lite0-smollm2")
+    parser.add_argument("--model", default="default")
     parser.add_argument("--tokens", type=int, default=20)
-    parser.add_argument("images", nargs="*", default=sorted(str(p) for p in Path("samples").glob("*.jpg")))
+    parser.add_argument("images", nargs="*", default=sorted(str(p) for p in Path("samples").glob("*.*g")))
     args = parser.parse_args()
+    # the first run may fill the GGUF cache; the later ones are the cold starts users see
+    plan = [("first run (may fill the cache)", "float32"), ("cold start, fp32 LM", "float32"),
+            ("cold start, bf16 LM", "bfloat16")]
     runs = []
-    for attempt in range(2):  # the first may fill the GGUF cache; the second is the cold start users see
-        begin = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.tokens), *args.images],
+    for _, dtype in plan:
+        out = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.tokens), dtype, *args.images],
                              capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1]) | {"wall_s": time.perf_counter() - begin}
-        runs.append(result)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     import torch
 
-    print(f"model: {args.model} | {torch.get_num_threads()} threads | {args.tokens} new tokens | images: {len(args.images)}")
-    print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image (s) |")
-    print("|---|---:|---:|---:|")
-    for name, r in zip(("first (may fill the cache)", "cold start, cache filled"), runs):
-        print(f"| {name} | {r['first_caption_s']:.2f} | {r['import_and_load_s']:.2f} | {r['warm_caption_s']:.3f} |")
-    print(f"peak resident memory of a run: {peak_mib:.0f} MiB")
-
+    print(f"model: {args.model} | {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads | "
+          f"torch {torch.__version__} | up to {args.tokens} new tokens | images: {', '.join(Path(i).name for i in args.images)}")
+    print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image, median (s) | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for (name, _), r in zip(plan, runs):
+        print(f"| {name} | {r['first_caption_s']:.2f} | {r['import_and_load_s']:.2f} | {r['warm_caption_s']:.3f} | "
+              f"{r['peak_rss_mib']:.0f} |")
 
 if __name__ == "__main__":
     main()

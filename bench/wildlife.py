@@ -59,7 +59,7 @@ def main() -> None:
         seconds, detections = min(run(pipeline, photos, batch) for _ in range(args.repeats))
         rows.append((name, seconds, detections))
     print(environment(torch.device("cpu")))
-    print(f"{len(photos)} images (bundled photos and generated scenes), best of {args.repeats}\n")
+    print(f"{len(photos)} images (the bundled photos, and the cat pasted twice side by side, rotated and halved), best of {args.repeats}\n")
     print("| variant | s | images/s | detections | vs cascade, one at a time |")
     print("|---|---:|---:|---:|---:|")
     for name, seconds, detections in rows:

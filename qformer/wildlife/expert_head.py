@@ -30,11 +30,8 @@ class TrainedExpert:
         self.classifier, self.head, self.group = classifier, head.eval().to(classifier.device), group
         self.labels = [knowledge.find(label) or label for label in labels]
 
-    @torch.no_grad()
     def features(self, crops: list[Image.Image]) -> torch.Tensor:
-        model = self.classifier.model
-        pixels = self.classifier.preprocess(crops).to(self.classifier.device)
-        return model.forward_head(model.forward_features(pixels), pre_logits=True).float()
+        return self.classifier.pooled_features(crops)
 
     @torch.no_grad()
     def __call__(self, crops: list[Image.Image]) -> list[dict[str, float]]:
