@@ -8,7 +8,6 @@ run at once. A bad upload gets a message in the page, and the server keeps servi
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 from pathlib import Path

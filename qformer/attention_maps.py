@@ -30,10 +30,13 @@ def cross_attention(model, image: ImageInput) -> torch.Tensor:
         heads = module.num_heads
         q = module.q(queries)
         k = module.kv(tokens).chunk(2, dim=-1)[0]
-        split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # (B, H, L, D/H)
-        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads)
+        scores = _split_heads(q, heads) @ _split_heads(k, heads).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads)
         maps.append(scores.float().softmax(-1).mean(1)[0])  # (Q, N)
     return torch.stack(maps).cpu()
+
+
+def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # (B, H, L, D/H)
 
 
 def token_grid(num_tokens: int) -> tuple[int, int] | None:

@@ -45,7 +45,7 @@ def test_inconsistent_dimensions_are_named():
         build(qformer={"encoder_width": 48})
     small_vocab = build(qformer={"vocab_size": 100})
     with pytest.raises(ConfigError, match="qformer.vocab_size=100 is smaller than the 386 tokens"):
-        small_vocab.tokenizer
+        _ = small_vocab.tokenizer
 
 
 def test_unknown_preset(tmp_path):

@@ -166,6 +166,24 @@ def test_megadetector_adapter_reports_people_and_vehicles_as_such(cat):
     assert all(0 <= v <= 1 for a in result.animals for v in a.box)
 
 
+def test_megadetector_weights_file_with_random_weights(cat, tmp_path):
+    """A real ultralytics weights file (YOLOv9-t, MegaDetector's three classes, random weights)."""
+    ultralytics = pytest.importorskip("ultralytics", reason="dev extra: pip install ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    yolo = ultralytics.YOLO("yolov9t.yaml")  # built from its config: no download
+    yolo.model = DetectionModel("yolov9t.yaml", nc=3, verbose=False)
+    yolo.model.names = {0: "animal", 1: "person", 2: "vehicle"}
+    yolo.save(tmp_path / "md-random.pt")
+    detector = MegaDetector.from_weights(str(tmp_path / "md-random.pt"), min_conf=0.0)
+    found = detector([cat, cat.convert("L").resize((200, 150))])  # grey photos work too
+    assert len(found) == 2 and all(found), "at confidence 0 a random detector boxes something"
+    for detections in found:
+        assert all(d.category in ("animal", "person", "vehicle") for d in detections)
+        assert all(0 <= v <= 1 for d in detections for v in d.box) and all(0 <= d.conf <= 1 for d in detections)
+
+
 def test_torchvision_detector_adapter_with_random_weights(cat):
     torch.manual_seed(0)
     detector = TorchvisionDetector.from_name("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, min_conf=0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 import qformer
 from qformer.images import ImageLoadError
@@ -44,12 +45,14 @@ def evaluate(model: qformer.Blip2, dataset, base_dir: Path | None, limit: int, p
     chunks = range(0, len(images), batch_size)
     metrics["samples"] = []
     if all(captioned):
-        predicted = [c for i in chunks for c in model.caption(images[i : i + batch_size], prompt=prompt)]
+        predicted = [c for i in tqdm(chunks, desc="captions", unit="batch")
+                     for c in model.caption(images[i : i + batch_size], prompt=prompt)]
         metrics.update(caption_scores({str(i): p for i, p in enumerate(predicted)},
                                       {str(i): [c] for i, c in enumerate(captions)}))
         metrics["samples"] += [{"reference": c, "predicted": p} for c, p in list(zip(captions, predicted))[:5]]
     if all(q is not None and a is not None for q, a in zip(questions, answers)):
-        predicted = [a for i in chunks for a in model.ask(images[i : i + batch_size], questions[i : i + batch_size])]
+        predicted = [a for i in tqdm(chunks, desc="answers", unit="batch")
+                     for a in model.ask(images[i : i + batch_size], questions[i : i + batch_size])]
         metrics["vqa_accuracy"] = vqa_accuracy(predicted, [[str(a)] for a in answers])
         metrics["samples"] += [{"question": q, "answer": a, "predicted": p}
                                for q, a, p in list(zip(questions, answers, predicted))[:5]]

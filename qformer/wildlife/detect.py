@@ -132,8 +132,9 @@ class MegaDetector:
         self.model, self.min_conf = model, min_conf
 
     @classmethod
-    def from_weights(cls, path: str, **kwargs) -> MegaDetector:
-        """MegaDetector weights in ultralytics format (MDv6 and later)."""
+    def from_weights(cls, path: str, min_conf: float = 0.2, device: str | None = None) -> MegaDetector:
+        """MegaDetector weights in ultralytics format (MDv5 as YOLOv5u, MDv6 and later), or any
+        ultralytics YOLO detector trained on those three classes."""
         try:
             from ultralytics import YOLO
         except ImportError as e:
@@ -141,9 +142,11 @@ class MegaDetector:
         yolo = YOLO(path)
 
         def predict(images: Sequence[Image.Image]) -> list[torch.Tensor]:
-            return [r.boxes.data.cpu() for r in yolo.predict(list(images), verbose=False)]
+            # three channels: grey or RGBA photos would not fit the network's first layer
+            results = yolo.predict([i.convert("RGB") for i in images], conf=min_conf, device=device, verbose=False)
+            return [r.boxes.data.cpu() for r in results]
 
-        return cls(predict, **kwargs)
+        return cls(predict, min_conf=min_conf)
 
     def __call__(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         found = []
