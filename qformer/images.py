@@ -19,6 +19,9 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse at the limit itself.
 MAX_IMAGE_PIXELS = 89_478_485
+# Pillow's own opener, kept at import: ultralytics (MegaDetector) replaces Image.open process-wide with
+# one that tries to pip-install a HEIF plugin at the first unreadable file, which fails offline
+_pillow_open = Image.open
 
 
 class ImageLoadError(ValueError):
@@ -64,7 +67,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as opened:
+            with _pillow_open(source) as opened:
                 _check_size(opened, name, max_pixels)
                 opened.load()  # decode now, so a truncated file fails here and not later
                 upright = ImageOps.exif_transpose(opened)

@@ -2,6 +2,7 @@
 photo and reads the caption and the wildlife table; 20 concurrent API calls; a corrupt upload.
 The browser's screenshot is kept in runs/test-artifacts/."""
 
+import os
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
 
-from demo.app import build_app
+from demo.app import MAX_UPLOAD, build_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = str(ROOT / "samples" / "chelsea.jpg")
@@ -28,7 +30,7 @@ def free_port() -> int:
 def server():
     app = build_app("default")
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="20mb",
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size=MAX_UPLOAD,
                show_error=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()
@@ -61,6 +63,18 @@ def test_corrupt_and_non_image_uploads_get_a_message_and_the_server_keeps_servin
         assert status.startswith("**Could not read the upload:**")
     *_, status = client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")
     assert status == "Found 1."
+
+
+def test_decompression_bombs_and_oversized_uploads_are_refused(client, tmp_path):
+    bomb = tmp_path / "bomb.png"  # 96 megapixels of one colour: a few hundred KB on disk
+    Image.new("L", (12_000, 8_000)).save(bomb, optimize=False, compress_level=9)
+    *_, status = client.predict(handle_file(str(bomb)), "default", "", 5, 1, api_name="/caption")
+    assert status.startswith("**Could not read the upload:**") and "pixels" in status, status
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\xff\xd8" + os.urandom(21 * 2**20))  # over the 20 MB limit
+    with pytest.raises(Exception, match="(?i)size|large|exceed"):  # the upload route refuses it
+        client.predict(handle_file(str(huge)), "", 0.5, api_name="/wildlife")
+    assert client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")[-1] == "Found 1."  # still serving
 
 
 def test_twenty_concurrent_requests_all_succeed(client):

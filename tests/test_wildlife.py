@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import GROUPS, Knowledge, MegaDetector, TorchvisionDetector, WildlifePipeline, identify
 from qformer.wildlife.megadetector import to_megadetector
 
@@ -182,6 +183,10 @@ def test_megadetector_weights_file_with_random_weights(cat, tmp_path):
     for detections in found:
         assert all(d.category in ("animal", "person", "vehicle") for d in detections)
         assert all(0 <= v <= 1 for d in detections for v in d.box) and all(0 <= d.conf <= 1 for d in detections)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    with pytest.raises(ImageLoadError):  # not ultralytics' patched Image.open, which fails offline
+        load_image(str(broken))
 
 
 def test_torchvision_detector_adapter_with_random_weights(cat):
