@@ -59,5 +59,6 @@ def main() -> None:
         print(f"| {name} | {r['first_caption_s']:.2f} | {r['import_and_load_s']:.2f} | {r['warm_caption_s']:.3f} | "
               f"{r['peak_rss_mib']:.0f} |")
 
+
 if __name__ == "__main__":
     main()
