@@ -16,12 +16,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .config import LMConfig
+from .decoding import StaticGreedyDecoder, is_plain_greedy
 from .encoders.base import DTYPES
 from .gguf_cache import resolve_lm_source
 from .tokenizers import load_tokenizer, pad_rows
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
+STATIC_GREEDY_ARGS = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id")
 
 
 class FrozenLM(nn.Module):
@@ -184,10 +186,19 @@ class FrozenLM(nn.Module):
             # the model's own generation config may carry sampling settings; greedy/beam ignores them
             settings.setdefault("do_sample", False)
             settings.update({k: None for k in ("temperature", "top_p", "top_k") if k not in generation})
+        static = settings.get("cache_implementation") == "static"
+        if static and self.kind == "causal" and is_plain_greedy(self.model, settings):
+            return self._static_greedy(embeds, mask, **{k: settings[k] for k in STATIC_GREEDY_ARGS if k in settings})
         output = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings)
         if self.kind == "seq2seq":
             output = output[:, 1:]  # drop the decoder start token
         return output
+
+    def _static_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, **settings: Any) -> torch.Tensor:
+        """Our own greedy loop (`qformer.decoding`): same tokens as `generate`, one compiled step per token."""
+        if getattr(self, "_decoder", None) is None:
+            self._decoder = StaticGreedyDecoder(self.model)
+        return self._decoder(embeds, mask, **settings)
 
 
 def left_pad(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
