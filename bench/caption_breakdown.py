@@ -40,7 +40,11 @@ with torch.no_grad():
         "vision (eager)": lambda: ours.vision(pixels),
         "q-former (eager)": lambda: ours.query_outputs(tokens),
         "generate, dynamic cache": lambda: ours.lm.generate_from_embeds(embeds, mask, **gen),
-        "generate, static cache": lambda: ours.lm.generate_from_embeds(embeds, mask, cache_implementation="static", **gen),
+        # repetition_penalty=1.0 changes no logit but is an option our loop does not take: transformers' loop runs
+        "generate, static cache, transformers' loop": lambda: ours.lm.generate_from_embeds(
+            embeds, mask, cache_implementation="static", repetition_penalty=1.0, **gen),
+        "generate, static cache, our loop": lambda: ours.lm.generate_from_embeds(
+            embeds, mask, cache_implementation="static", **gen),
     }
     ours.vision.backbone = torch.compile(ours.vision.backbone, mode="reduce-overhead")
     ours.qformer = torch.compile(ours.qformer, mode="reduce-overhead")
