@@ -44,7 +44,8 @@ class StaticGreedyDecoder:
         self.model = model
         self.check_every = check_every
         self.passes_cache_position = "cache_position" in inspect.signature(model.forward).parameters
-        self.compiled = next(model.parameters()).is_cuda if compile_step is None else compile_step
+        self.device = next(model.parameters()).device
+        self.compiled = self.device.type == "cuda" if compile_step is None else compile_step
         self._step = self._forward_step
         if self.compiled:  # the first call of each shape compiles (tens of seconds for a billion-parameter LM)
             self._step = torch.compile(self._forward_step, mode="reduce-overhead", dynamic=False)
@@ -87,6 +88,8 @@ class StaticGreedyDecoder:
         min_new_tokens: int = 0,
     ) -> torch.Tensor:
         """New token ids `(B, T_new)` for left-padded `embeds (B, T, D)`; after a row's end of text, padding."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         batch, prompt_length = mask.shape
         device = embeds.device
         eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])

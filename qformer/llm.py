@@ -196,7 +196,8 @@ class FrozenLM(nn.Module):
 
     def _static_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, **settings: Any) -> torch.Tensor:
         """Our own greedy loop (`qformer.decoding`): same tokens as `generate`, one compiled step per token."""
-        if getattr(self, "_decoder", None) is None:
+        decoder = getattr(self, "_decoder", None)
+        if decoder is None or decoder.device != embeds.device:  # compiled on CUDA only: a move decides anew
             self._decoder = StaticGreedyDecoder(self.model)
         return self._decoder(embeds, mask, **settings)
 

@@ -62,6 +62,8 @@ def test_cache_is_reused_and_reset(photos):
     assert torch.equal(decode(embeds, mask, **settings), first) and decode._cache is cache
     one = decode(embeds[1:2], mask[1:2], **settings)  # another batch size: another cache
     assert torch.equal(one[0, : first.shape[1]], first[1, : one.shape[1]])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        decode(embeds, mask, **{**settings, "max_new_tokens": 0})
 
 
 def test_compiled_step_gives_the_same_tokens(photos):
