@@ -17,15 +17,16 @@ from typing import Any, Sequence
 import torch
 from transformers import GenerationConfig, StaticCache
 
-# requests that this decoder answers exactly as `generate` would; other keys need transformers
-PLAIN_GREEDY_KEYS = {"max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id", "do_sample", "num_beams",
-                     "cache_implementation", "temperature", "top_p", "top_k"}
+# what the decoder takes; a request may also carry settings that change nothing in greedy decoding
+DECODER_ARGS = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id")
+PLAIN_GREEDY_KEYS = {*DECODER_ARGS, "do_sample", "num_beams", "cache_implementation", "temperature", "top_p", "top_k"}
 # a model's generation-config fields that, set, change greedy decoding (processors, stopping criteria)
 GREEDY_CHANGING_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
                           "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias",
                           "encoder_repetition_penalty", "min_length", "min_new_tokens", "renormalize_logits",
                           "exponential_decay_length_penalty", "guidance_scale", "watermarking_config",
                           "stop_strings", "max_time")
+DEFAULTS = GenerationConfig()
 CACHE_LENGTH_STEP = 64  # cache lengths are rounded up so that nearby prompt lengths share one compiled step
 
 
@@ -33,8 +34,8 @@ def is_plain_greedy(model: torch.nn.Module, settings: dict[str, Any]) -> bool:
     """Whether `generate(**settings)` is greedy decoding with nothing but end-of-text handling."""
     if set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1:
         return False
-    own, default = model.generation_config, GenerationConfig()
-    return all(getattr(own, f, None) == getattr(default, f, None) for f in GREEDY_CHANGING_FIELDS if f not in settings)
+    own = model.generation_config
+    return all(getattr(own, f, None) == getattr(DEFAULTS, f, None) for f in GREEDY_CHANGING_FIELDS if f not in settings)
 
 
 class StaticGreedyDecoder:

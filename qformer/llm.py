@@ -16,14 +16,13 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .config import LMConfig
-from .decoding import StaticGreedyDecoder, is_plain_greedy
+from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
 from .encoders.base import DTYPES
 from .gguf_cache import resolve_lm_source
 from .tokenizers import load_tokenizer, pad_rows
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
-STATIC_GREEDY_ARGS = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id")
 
 
 class FrozenLM(nn.Module):
@@ -58,6 +57,7 @@ class FrozenLM(nn.Module):
                 f"lm tokenizer {tokenizer_name!r} has {len(self.tokenizer)} tokens but the model's "
                 f"embedding has {vocab} rows; use the tokenizer that belongs to the model"
             )
+        self._decoder: StaticGreedyDecoder | None = None  # made at the first static-cache greedy request
         self.freeze()
 
     @property
@@ -188,7 +188,7 @@ class FrozenLM(nn.Module):
             settings.update({k: None for k in ("temperature", "top_p", "top_k") if k not in generation})
         static = settings.get("cache_implementation") == "static"
         if static and self.kind == "causal" and is_plain_greedy(self.model, settings):
-            return self._static_greedy(embeds, mask, **{k: settings[k] for k in STATIC_GREEDY_ARGS if k in settings})
+            return self._static_greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
         output = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings)
         if self.kind == "seq2seq":
             output = output[:, 1:]  # drop the decoder start token
@@ -196,8 +196,7 @@ class FrozenLM(nn.Module):
 
     def _static_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, **settings: Any) -> torch.Tensor:
         """Our own greedy loop (`qformer.decoding`): same tokens as `generate`, one compiled step per token."""
-        decoder = getattr(self, "_decoder", None)
-        if decoder is None or decoder.device != embeds.device:  # compiled on CUDA only: a move decides anew
+        if self._decoder is None or self._decoder.device != embeds.device:  # compiled on CUDA only: a move decides anew
             self._decoder = StaticGreedyDecoder(self.model)
         return self._decoder(embeds, mask, **settings)
 
