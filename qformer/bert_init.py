@@ -10,11 +10,12 @@ import torch
 from transformers import BertModel
 
 from .qformer import QFormer
+from .weights import load_safetensors_model
 
 
 def init_from_bert(qformer: QFormer, name_or_path: str) -> list[str]:
     """Copy BERT's weights into `qformer`; returns the Q-Former parameter names that were set."""
-    bert = BertModel.from_pretrained(name_or_path)
+    bert = load_safetensors_model(BertModel, name_or_path, "qformer.bert_init")
     source, config = bert.state_dict(), qformer.config
     if bert.config.hidden_size != config.hidden_size or bert.config.num_hidden_layers < config.num_layers:
         raise ValueError(

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Blip2Config
+from .config import Blip2Config, ConfigError
 from .encoders.base import FrozenImageEncoder
 from .llm import FrozenLM
 
@@ -66,11 +66,17 @@ def load_bridge_state(model: nn.Module, state: dict[str, torch.Tensor], source: 
     expected = bridge_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
+    shared = sorted(set(state) & set(expected))
     wrong_shape = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
+        for k in shared
         if state[k].shape != expected[k].shape
     ]
+    # copy_ would silently cast an integer tensor to float (a bias of 1e9), so the kinds must agree
+    wrong_dtype = [f"{k}: checkpoint {state[k].dtype} vs model {expected[k].dtype}" for k in shared
+                   if state[k].dtype.is_floating_point != expected[k].dtype.is_floating_point
+                   or (not expected[k].dtype.is_floating_point and state[k].dtype != expected[k].dtype)]
+    non_finite = [k for k in shared if state[k].dtype.is_floating_point and not torch.isfinite(state[k]).all()]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_short(missing)}")
@@ -78,10 +84,15 @@ def load_bridge_state(model: nn.Module, state: dict[str, torch.Tensor], source: 
         problems.append(f"unexpected {len(unexpected)} tensor(s): {_short(unexpected)}")
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} shape mismatch(es): {_short(wrong_shape)}")
+    if wrong_dtype:
+        problems.append(f"{len(wrong_dtype)} tensor(s) of the wrong type: {_short(wrong_dtype)}")
+    if non_finite:
+        problems.append(f"{len(non_finite)} tensor(s) holding NaN or infinity (a diverged run, or a damaged "
+                        f"file): {_short(non_finite)}")
     if problems:
         raise CheckpointError(
             f"{source} does not fit this model ({'; '.join(problems)}). "
-            "Was it saved from a model with the same config.json?"
+            "Was it saved from a model with the same config.json, and saved completely?"
         )
     # Every bridge tensor is accounted for above; the frozen backbones are absent on purpose.
     targets = model.state_dict()
@@ -108,9 +119,21 @@ def has_relative_paths(config: Blip2Config) -> bool:
 
 
 def resolve_relative_paths(config: Blip2Config, root: Path) -> Blip2Config:
-    """Backbone paths written `./name` mean "inside the checkpoint folder": make them absolute."""
+    """Backbone paths written `./name` mean "inside the checkpoint folder": make them absolute. A saved
+    config may come from someone else, so no path in it may climb out of its folder (`..`)."""
     data = config.to_dict()
+    inside = Path(root).resolve()
     for section, key in _path_slots(data):
-        if isinstance(section[key], str) and section[key].startswith("./"):
-            section[key] = str(Path(root) / section[key][2:])
+        value = section[key]
+        if not isinstance(value, str) or value.startswith("pypi:"):
+            continue
+        if ".." in Path(value).parts:
+            raise ConfigError(f"{key}={value!r} in {Path(root) / CONFIG_NAME} climbs out of the checkpoint folder; "
+                              "a saved config names files inside its folder as ./name, or a hub id")
+        if value.startswith("./"):
+            path = (inside / value[2:]).resolve()
+            if path != inside and inside not in path.parents:  # a symlink pointing elsewhere
+                raise ConfigError(f"{key}={value!r} in {Path(root) / CONFIG_NAME} leads outside the checkpoint "
+                                  f"folder (to {path.name}); copy the files into the folder itself")
+            section[key] = str(path)
     return Blip2Config.from_dict(data)

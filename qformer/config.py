@@ -11,30 +11,44 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from .typed import ConfigError, from_plain, describe_value, apply_overrides
 
 VISION_BACKENDS = ("timm", "open_clip", "transformers", "fusion")
 LM_KINDS = ("causal", "seq2seq")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work, named by its dotted key."""
+# Options of the loaders behind the backends (transformers, timm, open_clip) that choose files, formats
+# or code. A config may come from someone else, so none of them can be set from one: they could load
+# a pickle (weights_only), run a repository's code (trust_remote_code) or read other files.
+LOADER_OPTIONS = frozenset({
+    "weights_only", "trust_remote_code", "use_safetensors", "from_tf", "from_flax", "code_revision",
+    "revision", "token", "use_auth_token", "cache_dir", "local_files_only", "force_download", "proxies",
+    "subfolder", "variant", "gguf_file", "device_map", "offload_folder", "offload_state_dict", "_fast_init",
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict",
+    "load_weights", "pretrained_image", "pretrained_text", "pretrained_image_path", "pretrained_text_path",
+    "require_pretrained", "jit", "auto_map", "config", "state_dict", "quantization_config",
+})
 
 
-T = TypeVar("T")
-
-
-def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
-    return cls(**data)
+def check_loader_options(value: Any, key: str) -> None:
+    """Refuse loader options anywhere inside a config mapping (`model_kwargs`, `random_config`)."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            if name in LOADER_OPTIONS:
+                raise ConfigError(
+                    f"{key}.{name}: loader options cannot be set from a config, because a config may come from "
+                    f"someone else and {name!r} decides which files or code get loaded. {key} holds architecture "
+                    "settings only (sizes, depths, drop rates)"
+                )
+            check_loader_options(inner, f"{key}.{name}")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            check_loader_options(inner, f"{key}[{i}]")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise ConfigError(f"{key} must hold plain values (numbers, strings, lists, objects), got {describe_value(value)}")
 
 
 def _check_choice(value: Any, choices: tuple, key: str) -> None:
@@ -62,7 +76,8 @@ class VisionConfig:
     def __post_init__(self) -> None:
         _check_choice(self.backend, VISION_BACKENDS, "vision.backend")
         _check_choice(self.dtype, DTYPES, "vision.dtype")
-        self.members = [_from_dict(VisionConfig, m, f"vision.members[{i}]") for i, m in enumerate(self.members)]
+        check_loader_options(self.model_kwargs, "vision.model_kwargs")
+        self.members = [from_plain(VisionConfig, m, f"vision.members[{i}]") for i, m in enumerate(self.members)]
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None:
@@ -143,8 +158,10 @@ class LMConfig:
             _check_choice(self.kind, LM_KINDS, "lm.kind")
         if (self.name_or_path is None) == (self.random_config is None):
             raise ConfigError("lm: give exactly one of lm.name_or_path or lm.random_config")
-        if self.random_config is not None and "model_type" not in self.random_config:
-            raise ConfigError("lm.random_config needs a 'model_type' (e.g. 'llama', 'opt', 't5')")
+        if self.random_config is not None:
+            check_loader_options(self.random_config, "lm.random_config")
+            if not isinstance(self.random_config.get("model_type"), str):
+                raise ConfigError("lm.random_config needs a 'model_type' (e.g. 'llama', 'opt', 't5')")
         if "{question}" not in self.question_template:
             raise ConfigError(f"lm.question_template must contain '{{question}}', got {self.question_template!r}")
 
@@ -159,38 +176,29 @@ class Blip2Config:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        self.vision = _from_dict(VisionConfig, self.vision, "vision")
-        self.qformer = _from_dict(QFormerConfig, self.qformer, "qformer")
+        self.vision = from_plain(VisionConfig, self.vision, "vision")
+        self.qformer = from_plain(QFormerConfig, self.qformer, "qformer")
         if self.lm is not None:
-            self.lm = _from_dict(LMConfig, self.lm, "lm")
+            self.lm = from_plain(LMConfig, self.lm, "lm")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Blip2Config:
-        return _from_dict(cls, dict(data), "config")
+        return from_plain(cls, dict(data), "config")
 
     @classmethod
     def from_json(cls, path: str | Path) -> Blip2Config:
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(data)
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e}); fix or replace this config file") from e
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def with_overrides(self, **overrides: Any) -> Blip2Config:
         """A new config with overrides applied: `qformer={"num_layers": 2}` or `**{"qformer.num_layers": 2}`."""
-        data = self.to_dict()
-        for key, value in overrides.items():
-            *parents, leaf = key.split(".")
-            node = data
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"override {key!r}: {part!r} is not a config section")
-                node = node[part]
-            if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-                node[leaf] = {**node[leaf], **value}
-            else:
-                node[leaf] = value
-        return Blip2Config.from_dict(data)
+        return Blip2Config.from_dict(apply_overrides(self.to_dict(), overrides))

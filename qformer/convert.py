@@ -30,6 +30,7 @@ from .config import Blip2Config, QFormerConfig
 from .encoders.hf_encoder import HFVisionEncoder
 from .llm import IMAGE_TOKEN
 from .model import Blip2
+from .weights import load_safetensors_model
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def convert_from_transformers(source: str, out: str | Path) -> Blip2:
     """Write a qformer folder from a transformers BLIP-2 checkpoint (hub id or folder); returns the model."""
     out = Path(out)
     try:
-        hf = Blip2ForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        hf = load_safetensors_model(Blip2ForConditionalGeneration, source, "--from-transformers", dtype=torch.float32)
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"{source}: transformers could not load it as Blip2ForConditionalGeneration ({e}); "

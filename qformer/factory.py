@@ -58,7 +58,7 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
         return Blip2.from_pretrained(str(DEFAULT_MODEL_DIR), **overrides)
     presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):
-        return Blip2(get_config(name_or_path, **overrides))
+        return Blip2(get_config(name_or_path, **overrides)).eval()  # inference by default, as from_pretrained
     if not Path(name_or_path).is_dir() and name_or_path.count("/") != 1:
         raise KeyError(
             f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "

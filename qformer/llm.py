@@ -20,6 +20,7 @@ from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
 from .encoders.base import DTYPES
 from .gguf_cache import resolve_lm_source
 from .tokenizers import load_tokenizer, pad_rows
+from .weights import load_safetensors_model
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
@@ -44,7 +45,7 @@ class FrozenLM(nn.Module):
                 torch.manual_seed(config.seed)
                 self.model = auto.from_config(model_config, dtype=dtype)
         else:
-            self.model = auto.from_pretrained(source, dtype=dtype)
+            self.model = load_safetensors_model(auto, source, "lm.name_or_path", dtype=dtype)
         tokenizer_name = config.tokenizer or source
         if tokenizer_name is None:
             raise ValueError("lm.tokenizer is needed when the LM comes from lm.random_config")
@@ -81,7 +82,8 @@ class FrozenLM(nn.Module):
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt as an input prefix: BOS if the tokenizer adds one, never a trailing EOS
         on causal models (it would end the text before the answer)."""
-        rows = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        # split_special_tokens: "<|im_end|>" typed in a question is text, never the model's control token
+        rows = self.tokenizer(list(prompts), add_special_tokens=True, split_special_tokens=True)["input_ids"]
         eos = self.tokenizer.eos_token_id
         if self.kind == "causal":
             rows = [r[:-1] if r and r[-1] == eos and len(r) > 0 else r for r in rows]
@@ -97,7 +99,7 @@ class FrozenLM(nn.Module):
     def target_ids(self, prompts: Sequence[str], targets: Sequence[str]) -> list[list[int]]:
         """Target ids ending in EOS; a space separates them from a non-empty prompt."""
         texts = [(" " + t if p and not p.endswith(" ") else t) for p, t in zip(prompts, targets)]
-        rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        rows = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return [r + [self.tokenizer.eos_token_id] for r in rows]
 
     def _embed_rows(self, prefix: torch.Tensor, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -50,6 +51,24 @@ model = qformer.Blip2.from_pretrained("{{ repo_id }}")
 print(model.caption(["photo.jpg"]))
 ```
 """
+
+
+def inference(method):
+    """Run `method` without gradients and with dropout off, whatever mode the model is in (a model
+    fresh from training is in training mode), then give the mode back: the same input always gives
+    the same answer."""
+
+    @functools.wraps(method)
+    def run(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        was_training = self.training
+        self.train(False)
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return run
 
 
 class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q-former", "image-to-text"],
@@ -193,7 +212,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
 
     # --- inference ----------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @inference
     def caption(
         self,
         images: ImageInput | Sequence[ImageInput],
@@ -208,7 +227,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         prompt = self.config.lm.prompt if prompt is None else prompt
         return self._generate(images, [prompt] * len(images), return_exceptions, generation)
 
-    @torch.no_grad()
+    @inference
     def ask(
         self,
         images: ImageInput | Sequence[ImageInput],
@@ -243,7 +262,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
             texts = [next(answers) if e is None else e for e in errors]
         return texts
 
-    @torch.no_grad()
+    @inference
     def generate(
         self, pixel_values: Pixels, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **generation
     ) -> torch.Tensor:
@@ -255,7 +274,7 @@ class Blip2(nn.Module, ModelHubMixin, library_name="qformer", tags=["blip-2", "q
         embeds, mask = self.lm.embed_with_prefix(prefix, input_ids.to(self.device), mask)
         return self.lm.generate_from_embeds(embeds, mask, **generation)
 
-    @torch.no_grad()
+    @inference
     def scores(
         self, images: ImageInput | Sequence[ImageInput], texts: Sequence[str], method: Literal["itc", "itm"] = "itc"
     ) -> torch.Tensor:

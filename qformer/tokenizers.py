@@ -55,7 +55,7 @@ class QFormerTokenizer:
 
     def __call__(self, texts: Sequence[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """`(input_ids, attention_mask)`, both `(B, T)`, truncated to `max_length`."""
-        bodies = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        bodies = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
         rows = [[self.cls_token_id, *body[: self.max_length - 2], self.end_token_id] for body in bodies]
         mask = pad_rows([[1] * len(r) for r in rows], 0)
         return pad_rows(rows, self.pad_token_id).to(device), mask.to(device)

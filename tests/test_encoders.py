@@ -20,7 +20,8 @@ BACKENDS = {
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}), 16, 32),
     "hf-clip": (VisionConfig(backend="transformers", model_name="CLIPVisionModel", model_kwargs=HF_TINY), 17, 32),
     "hf-siglip": (VisionConfig(backend="transformers", model_name="SiglipVisionModel", model_kwargs=HF_TINY), 16, 32),
-    "hf-dinov2": (VisionConfig(backend="transformers", model_name="Dinov2Model", model_kwargs=HF_TINY), 17, 32),
+    "hf-dinov2": (VisionConfig(backend="transformers", model_name="Dinov2Model", model_kwargs={
+        **{k: v for k, v in HF_TINY.items() if k != "intermediate_size"}, "mlp_ratio": 2}), 17, 32),
     "hf-blip2": (VisionConfig(backend="transformers", model_name="Blip2VisionModel", model_kwargs=HF_TINY), 17, 32),
 }
 

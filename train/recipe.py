@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from qformer.config import ConfigError, _from_dict
+from qformer.typed import ConfigError, apply_overrides, from_plain, load_yaml, parse_override
 
 
 @dataclass
@@ -23,12 +21,14 @@ class DataConfig:
     shuffle_buffer: int = 1000  # streaming only
     batch_size: int = 8
     eval_size: int = 64  # examples scored at each evaluation
+    max_unreadable_in_a_row: int = 100  # unreadable images in a row that end the run (the data is at fault)
 
     def __post_init__(self) -> None:
         if not self.train:
             raise ConfigError("data.train is required: a folder, a .jsonl/.parquet file or a hub dataset name")
-        if self.batch_size < 1:
-            raise ConfigError(f"data.batch_size must be at least 1, got {self.batch_size}")
+        for key in ("batch_size", "eval_size", "shuffle_buffer", "max_unreadable_in_a_row"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -63,8 +63,8 @@ class TrainConfig:
     feature_cache: str | None = None  # folder for frozen image tokens, computed once and reused
 
     def __post_init__(self) -> None:
-        self.data = _from_dict(DataConfig, self.data, "data")
-        self.optim = _from_dict(OptimConfig, self.optim, "optim")
+        self.data = from_plain(DataConfig, self.data, "data")
+        self.optim = from_plain(OptimConfig, self.optim, "optim")
         self.optim.betas = tuple(self.optim.betas)
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
@@ -78,21 +78,21 @@ class TrainConfig:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """Read a recipe and apply `key=value` overrides (dotted keys; values parsed as YAML)."""
+    """Read a recipe and apply `key=value` overrides (dotted keys; values read as YAML, so 1e-4 is a number)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no recipe file at {path}")
-    data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return _from_dict(TrainConfig, data, "recipe")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ConfigError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"recipe {path}: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping of keys to values at the top, got {type(data).__name__}")
+    data = apply_overrides(data, dict(parse_override(item) for item in overrides))
+    return from_plain(TrainConfig, data, "recipe")
 
 
 def save_resolved(config: TrainConfig, directory: Path) -> None:

@@ -11,7 +11,8 @@ from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import VisionConfig
+from ..config import ConfigError, VisionConfig
+from ..images import crop_to_aspect
 
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
 
@@ -41,6 +42,8 @@ class Preprocess:
         mode = InterpolationMode(self.interpolation)
         batch = []
         for image in images:
+            if self.crop_pct is not None:  # the centre crop below would drop the rest anyway
+                image = crop_to_aspect(image)
             x = image if self.resize_with == "pil" else TF.pil_to_tensor(image)
             if self.crop_pct is None:
                 x = TF.resize(x, [self.size, self.size], interpolation=mode, antialias=True)
@@ -100,3 +103,12 @@ def merge_preprocess(default: Preprocess, config: VisionConfig) -> Preprocess:
         crop_pct=default.crop_pct,
         resize_with=default.resize_with,
     )
+
+
+def allowed_kwargs(kwargs: dict, allowed: frozenset[str], backend: str) -> dict:
+    """`kwargs` if every key is an architecture setting the backend takes, else a ConfigError naming it."""
+    refused = sorted(set(kwargs) - allowed)
+    if refused:
+        raise ConfigError(f"vision.model_kwargs: {refused} not accepted for the {backend} backend; "
+                          f"it takes architecture settings only: {sorted(allowed)}")
+    return dict(kwargs)

