@@ -19,6 +19,9 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse at the limit itself.
 MAX_IMAGE_PIXELS = 89_478_485
+# What a network is fed is bounded as well as what is decoded: a 692-byte 20000x10 PNG is a small image,
+# but scaled to a 224-pixel short side it is 448000 pixels long. Networks see at most this aspect ratio.
+MAX_ASPECT = 4.0
 # Pillow's own opener, kept at import: ultralytics (MegaDetector) replaces Image.open process-wide with
 # one that tries to pip-install a HEIF plugin at the first unreadable file, which fails offline
 _pillow_open = Image.open
@@ -78,6 +81,29 @@ def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(name, f"corrupt or truncated image ({e})") from e
     return _to_rgb(upright, name)
+
+
+def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """The centre of an image more than `max_aspect` times as long as it is wide (or tall), cut to that
+    ratio. For preprocessing that centre-crops anyway this changes nothing the network sees."""
+    width, height = image.size
+    if max(width, height) <= max_aspect * min(width, height):
+        return image
+    if width > height:
+        keep = max(1, int(height * max_aspect))
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    keep = max(1, int(width * max_aspect))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def network_size(width: int, height: int, short_side: int, max_aspect: float = MAX_ASPECT) -> tuple[int, int]:
+    """(width, height) with the short side at `short_side` and the long side at most `max_aspect` times
+    that: extreme shapes are squashed, so fractions of the result are fractions of the image."""
+    scale = short_side / min(width, height)
+    longest = int(short_side * max_aspect)
+    return (min(longest, max(short_side, round(width * scale))), min(longest, max(short_side, round(height * scale))))
 
 
 def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:

@@ -16,6 +16,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.v2.functional import normalize, pil_to_tensor, to_dtype
 
+from ..images import network_size
 from .classifiers import ImageNetClassifier
 from .knowledge import Knowledge
 
@@ -57,9 +58,7 @@ class CamDetector:
         return [self._detect(image) for image in images]
 
     def _detect(self, image: Image.Image) -> list[Detection]:
-        width, height = image.size
-        scale = self.size / min(width, height)
-        shape = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
+        shape = network_size(*image.size, self.size)  # a panorama is squashed, never 448000 pixels long
         pixels = to_dtype(pil_to_tensor(image.convert("RGB").resize(shape, Image.Resampling.BICUBIC)), torch.float32, scale=True)
         pixels = normalize(pixels, list(self.classifier.preprocess.mean), list(self.classifier.preprocess.std))
         probs, maps = self.classifier.activation_maps(pixels[None], self.animal_classes)
