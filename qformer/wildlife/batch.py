@@ -1,8 +1,10 @@
-"""Resumable batch runs over folders: `qformer wildlife DIR --out results.json [--resume]`.
+"""Resumable batch runs over folders: `qformer wildlife DIR --out results.json [--resume | --overwrite]`.
 
 Finished images are checkpointed every `checkpoint_every` images (atomically) next to the output, so
-a run killed at any moment resumes with no image lost and none done twice. Under `accelerate launch`
-each process takes every n-th file and keeps its own checkpoint; the main process merges at the end.
+a run killed at any moment resumes with no image lost and none done twice. Nothing is replaced without
+being asked: an existing results file needs `--resume` (add what is new) or `--overwrite`, and a
+damaged results or checkpoint file is named and left as it is. Under `accelerate launch` each process
+takes every n-th file and keeps its own checkpoint; the main process merges at the end.
 """
 
 from __future__ import annotations
@@ -13,42 +15,123 @@ import signal
 from pathlib import Path
 from typing import Sequence
 
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .megadetector import to_megadetector, write_json
+from .megadetector import from_megadetector, to_megadetector, write_json
 from .pipeline import ImageResult, WildlifePipeline
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+class ResultsFileError(ValueError):
+    """A results or checkpoint file that cannot be read; it is kept, and the run does not touch it."""
 
 
-def list_images(targets: Sequence[str | Path]) -> list[str]:
-    """Files named directly, and the image files under folders (recursively), sorted."""
-    found = []
+def image_suffixes() -> set[str]:
+    """The file extensions Pillow can open here (with its plugins, e.g. pillow-heif for .heic)."""
+    Image.init()
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def find_images(targets: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+    """(images, skipped): files named directly and image files under folders (recursively), sorted;
+    and the files in those folders that no installed decoder reads, so they can be reported."""
+    suffixes = image_suffixes()
+    found, skipped = [], []
     for target in map(Path, targets):
         if target.is_dir():
-            found += [str(p) for p in sorted(target.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for path in sorted(target.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    (found if path.suffix.lower() in suffixes else skipped).append(str(path))
         elif target.exists():
             found.append(str(target))
         else:
             raise FileNotFoundError(f"{target}: no such file or folder")
-    return found
+    return found, skipped
+
+
+def list_images(targets: Sequence[str | Path]) -> list[str]:
+    return find_images(targets)[0]
+
+
+def partial_path(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.name}.rank{rank}.partial.json")
+
+
+def check_output(out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Validate `--out` before any work: a file path in a folder we can write, not replacing finished
+    results or an unfinished run unless asked. Raises FileExistsError or NotADirectoryError/OSError."""
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: keep the results, or replace them")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file name, e.g. {out / 'results.json'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"--out {out}: cannot write in {out.parent}")
+    if overwrite or resume:
+        return out
+    if out.exists():
+        raise FileExistsError(f"{out} already holds results: add --resume to keep them and do only new images, "
+                              "or --overwrite to replace them")
+    if partial_path(out, 0).exists():
+        raise FileExistsError(f"{partial_path(out, 0)} holds an unfinished run: add --resume to continue it, "
+                              "or --overwrite to start over")
+    return out
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the top level is not an object")
+        return data
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsFileError(f"{path}: the {what} is damaged ({e}); it is kept as it is. Move it away and "
+                               "run again with --overwrite to start over, or restore it from a backup") from e
+
+
+def _finished_results(out: Path) -> dict[str, dict]:
+    """Results of a finished run in `out`, by file, as the checkpoint keeps them."""
+    try:
+        results = from_megadetector(_read_json(out, "results file"))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ResultsFileError):
+            raise
+        raise ResultsFileError(f"{out}: not a results file this program wrote ({e}); it is kept as it is. "
+                               "Choose another --out, or --overwrite to replace it") from e
+    return {r.file: r.to_dict() for r in results}
+
+
+def _checkpointed(partial: Path) -> dict[str, dict]:
+    done = _read_json(partial, "checkpoint of an unfinished run").get("done")
+    try:
+        for entry in done.values():
+            ImageResult.from_dict(entry)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ResultsFileError(f"{partial}: the checkpoint of an unfinished run is damaged (bad entry: {e!r}); it is "
+                               "kept as it is. Move it away and run again with --overwrite to start over") from e
+    return done
 
 
 def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: str | Path, resume: bool = False,
-              checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True) -> dict:
+              checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True,
+              overwrite: bool = False) -> dict:
     import torch
     from accelerate import PartialState
 
     # cpu=True lets torchrun's CPU processes form a (gloo) group instead of each running alone
     state = PartialState(cpu=not torch.cuda.is_available())
-    out = Path(out)
-    files = list_images(targets)[state.process_index :: state.num_processes]
-    partial = out.with_name(f"{out.name}.rank{state.process_index}.partial.json")
+    out = check_output(out, resume, overwrite)
+    # a finished run in `out` keeps every result it has, even of files this run does not name
+    finished = _finished_results(out) if resume and out.exists() else {}
+    found = list_images(targets)
+    files = [f for f in found if f not in finished][state.process_index :: state.num_processes]
+    partial = partial_path(out, state.process_index)
     done: dict[str, dict] = {}
-    if partial.exists():
+    if partial.exists() and not overwrite:
         if not resume:
-            raise FileExistsError(f"{partial} holds an unfinished run: add --resume to continue it, or delete it")
-        done = json.loads(partial.read_text())["done"]
+            raise FileExistsError(f"{partial} holds an unfinished run: add --resume to continue it, or --overwrite")
+        done = _checkpointed(partial)
     todo = [f for f in files if f not in done]
     kill_after = int(os.environ.get("QFORMER_TEST_KILL_AFTER_IMAGES", "0"))  # fault injection, for tests
     bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="img", desc="wildlife",
@@ -70,15 +153,15 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict] = dict(finished)
     for rank in range(state.num_processes):
-        merged.update(json.loads(out.with_name(f"{out.name}.rank{rank}.partial.json").read_text())["done"])
-    order = list_images(targets)
+        merged.update(_checkpointed(partial_path(out, rank)))
+    order = list(finished) + [f for f in found if f not in finished]
     results = [ImageResult.from_dict(merged[f]) for f in order if f in merged]
     data = to_megadetector(results, detector=type(pipeline.detector).__name__, classifier=_describe(pipeline))
     write_json(data, out)
     for rank in range(state.num_processes):
-        out.with_name(f"{out.name}.rank{rank}.partial.json").unlink(missing_ok=True)
+        partial_path(out, rank).unlink(missing_ok=True)
     return data
 
 

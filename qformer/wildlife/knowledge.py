@@ -89,6 +89,16 @@ class Knowledge:
         return self.species[label].occurs_in(country) if label in self.species else None
 
 
+def check_country(code: str | None) -> str | None:
+    """An ISO 3166-1 alpha-3 code, upper-cased, or None for none; anything else is a ValueError."""
+    if code is None or not code.strip():
+        return None
+    country = code.strip().upper()
+    if len(country) != 3 or not (country.isascii() and country.isalpha()):
+        raise ValueError(f"country wants an ISO 3166-1 alpha-3 code such as KEN or USA, got {code[:20]!r}")
+    return country
+
+
 def _species(label: str, entry: dict) -> Species:
     return Species(
         label=label, common_name=entry["common_name"], scientific_name=entry["scientific_name"],

@@ -39,8 +39,8 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
                 class_id = classes.setdefault(animal.name, str(len(classes) + 1))
                 detection["classifications"] = [[class_id, round(animal.score, 4)]]
                 detection["qformer"] = {k: getattr(animal, k) for k in (
-                    "rank", "prediction_source", "group", "scientific_name", "habitat", "iucn_category",
-                    "iucn_year", "domesticated", "breed", "suppressed_by_country")}
+                    "rank", "prediction_source", "group", "group_score", "scientific_name", "habitat",
+                    "iucn_category", "iucn_year", "domesticated", "breed", "suppressed_by_country")}
             entry["detections"].append(detection)
         entry["max_detection_conf"] = max((d["conf"] for d in entry["detections"]), default=0.0)
         images.append(entry)
@@ -51,6 +51,30 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
         "classification_categories": {class_id: name for name, class_id in classes.items()},
         "images": images,
     }
+
+
+def from_megadetector(data: dict) -> list[ImageResult]:
+    """Results back from a file `to_megadetector` wrote (to resume a finished run with new images).
+    Raises ValueError when the file does not have that shape."""
+    from .pipeline import Animal
+
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError("it has no 'images' list, so it is not a MegaDetector batch results file")
+    names = data.get("classification_categories") or {}
+    results = []
+    for entry in data["images"]:
+        result = ImageResult(str(entry["file"]), failure=entry.get("failure"))
+        for detection in entry.get("detections") or []:
+            animal = Animal(tuple(detection["bbox"]), float(detection["conf"]), DETECTION_CATEGORIES[detection["category"]])
+            if detection.get("classifications"):
+                class_id, animal.score = detection["classifications"][0]
+                animal.name = names[class_id]
+                for key, value in (detection.get("qformer") or {}).items():
+                    if hasattr(animal, key):
+                        setattr(animal, key, value)
+            result.animals.append(animal)
+        results.append(result)
+    return results
 
 
 def write_json(data: dict, path: str | Path) -> None:

@@ -19,7 +19,7 @@ from ..images import ImageInput, ImageLoadError, load_image
 from .classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
 from .detect import CamDetector, Detection
 from .identify import identify
-from .knowledge import GROUPS, Knowledge
+from .knowledge import GROUPS, Knowledge, check_country
 
 
 @dataclass
@@ -67,7 +67,7 @@ class WildlifePipeline:
                  country: str | None = None, batch_size: int = 8, cascade: bool = True):
         self.detector, self.coarse, self.strong_coarse, self.experts = detector, coarse, strong_coarse, experts
         self.knowledge, self.species_threshold, self.coarse_threshold = knowledge, species_threshold, coarse_threshold
-        self.country, self.cascade = (country.upper() if country else None), cascade
+        self.country, self.cascade = check_country(country), cascade
         coarse_node = Node("coarse", self._coarse(coarse), ["crops"], "groups", batch_size=batch_size)
         if strong_coarse is not None:
             strong = Node("coarse (strong)", self._coarse(strong_coarse), ["crops"], "groups", batch_size=batch_size)
@@ -107,7 +107,7 @@ class WildlifePipeline:
         """One result per input; an unreadable image gets `failure` and the others go on.
         `workers` threads decode the images; `country` and `species_threshold` override the
         pipeline's own for this call (so concurrent callers can differ)."""
-        country = (country.upper() if country else None) or self.country
+        country = check_country(country) or self.country
         threshold = self.species_threshold if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
                                                        for k, i in enumerate(images)]
