@@ -15,17 +15,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="a recipe file in configs/train/ (YAML or JSON)")
     parser.add_argument("overrides", nargs="*", help="key=value, dotted keys: optim.lr=3e-4 data.batch_size=16")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh over an earlier run in output_dir")
+    parser.add_argument("--resume-other-recipe", action="store_true",
+                        help="with --resume: continue a checkpoint saved by a different recipe, on purpose")
     args = parser.parse_args(argv)
     try:
         config = load_recipe(args.recipe, args.overrides)
     except ConfigError as e:
         print(f"qformer train: {e}", file=sys.stderr)
         return 2
+    from .checkpoints import NoCompleteCheckpoint, ResumeError
     from .loop import BadStepsError, train
 
     try:
-        train(config, resume=args.resume)
-    except (BadStepsError, FileNotFoundError, ValueError) as e:
+        train(config, resume=args.resume, overwrite=args.overwrite, resume_other_recipe=args.resume_other_recipe)
+    except (NoCompleteCheckpoint, BadStepsError, OSError) as e:  # damaged files, unreadable data
+        print(f"qformer train: {e}", file=sys.stderr)
+        return 1
+    except (ResumeError, ConfigError) as e:  # a resume of another run, a bad recipe
+        print(f"qformer train: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # unreadable data (DataError), a damaged checkpoint file  # unreadable data, a damaged file, a model that won't load
         print(f"qformer train: {e}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,10 @@ from PIL import Image
 from qformer.images import ImageLoadError, load_image
 
 
+class DataError(ValueError):
+    """Training data that cannot give a batch, named, with what to do."""
+
+
 @dataclass
 class Batch:
     keys: list[str]  # a stable identity per image, for the feature cache
@@ -99,10 +103,19 @@ class ExampleStream:
     rank: int = 0
     world_size: int = 1
     shuffle_buffer: int = 1000
+    max_unreadable_in_a_row: int = 100  # then the data, not one file, is at fault: stop and say so
+    name: str = "the training data"
     epoch: int = 0
     consumed: int = 0  # records of this epoch already read (good or bad), across all processes
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+
+    _readable_this_epoch: int = 0
+
+    def _unreadable_message(self, what: str) -> str:
+        examples = "; ".join(self.skipped_examples[-3:])
+        return (f"{self.name}: {what} (e.g. {examples}). Check that the image paths are relative to the data "
+                "file's folder and that the files are images")
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "consumed": self.consumed, "skipped": self.skipped,
@@ -114,6 +127,7 @@ class ExampleStream:
 
     def _records(self) -> Iterator[dict[str, Any]]:
         while True:
+            whole_pass = self.consumed == 0  # a resumed run starts mid-pass, and has not seen all of it
             if isinstance(self.dataset, datasets.IterableDataset):
                 shuffled = self.dataset.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
                 shuffled.set_epoch(self.epoch)
@@ -129,22 +143,31 @@ class ExampleStream:
                 if index % self.world_size == self.rank:
                     yield record
             if empty and self.consumed == 0:
-                raise ValueError("the training data is empty")
+                raise DataError(f"{self.name} is empty")
             self.epoch, self.consumed = self.epoch + 1, 0
+            self._readable_this_epoch, readable = 0, self._readable_this_epoch
+            if readable == 0 and whole_pass:
+                raise DataError(self._unreadable_message("not one image of a whole pass over it could be read"))
 
     def batches(self, batch_size: int, cached: Callable[[str], bool] = lambda key: False) -> Iterator[Batch]:
         """Batches of `batch_size` readable examples; bad ones are replaced by the next records.
         Images whose key is `cached` are not decoded at all (they were readable when cached)."""
         batch = Batch([], [], [], [], [], [])
+        in_a_row = 0
         for record in self._records():
             key = key_of(record, self.base_dir)
             try:
                 image = None if cached(key) else decode(record, self.base_dir)
             except ImageLoadError as e:
                 self.skipped += 1
+                in_a_row += 1
                 if len(self.skipped_examples) < 20:
                     self.skipped_examples.append(str(e))
+                if in_a_row >= self.max_unreadable_in_a_row:
+                    raise DataError(self._unreadable_message(f"{in_a_row} images in a row could not be read")) from e
                 continue
+            in_a_row = 0
+            self._readable_this_epoch += 1
             text, question, answer = text_of(record)
             batch.keys.append(key)
             batch.images.append(image)

@@ -17,23 +17,27 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import DistributedType, set_seed
-from safetensors.torch import load_file
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 import qformer
-from qformer.checkpoint import bridge_state_dict, load_bridge_state
 
+from .checkpoints import (
+    CHECKPOINTS,
+    ResumeError,
+    checkpoint_bridge_only,
+    find_resumable,
+    holds_earlier_run,
+    read_trainer_state,
+    recipe_fingerprint,
+    save_checkpoint,
+)
 from .data import ExampleStream, base_dir_of, load_source
 from .evaluate import evaluate
 from .features import FeatureCache
 from .plots import plot_losses
 from .recipe import TrainConfig, save_resolved
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
-
 
 class BadStepsError(RuntimeError):
     """Too many non-finite losses in a row: the run cannot recover by skipping."""
@@ -56,13 +60,17 @@ def param_groups(model: qformer.Blip2, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = sorted(p for p in (output_dir / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
-    return done[-1] if done else None
-
-
-def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
+          resume_other_recipe: bool = False) -> qformer.Blip2:
+    """Run `config`. `resume` continues the newest complete checkpoint of the same recipe in its
+    output_dir; `overwrite` starts afresh over an earlier run there (which is otherwise refused)."""
     out = Path(config.output_dir)
+    if resume and overwrite:
+        raise ResumeError("--resume and --overwrite contradict each other: continue the earlier run, or replace it")
+    if not resume and holds_earlier_run(out):
+        if not overwrite:
+            raise ResumeError(f"{out} holds an earlier run (checkpoints or final/): add --resume to continue it, "
+                              "--overwrite to replace it, or choose another output_dir")
     accelerator = Accelerator(
         # without it, several CPU processes (torchrun) would each think they were alone
         cpu=not torch.cuda.is_available(),
@@ -83,19 +91,22 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     bare = accelerator.unwrap_model(model)
-    _checkpoint_bridge_only(accelerator)
+    checkpoint_bridge_only(accelerator)
+    fingerprint = recipe_fingerprint(config)
+    if overwrite and accelerator.is_main_process:
+        for earlier in (out / CHECKPOINTS, out / "final"):
+            shutil.rmtree(earlier, ignore_errors=True)
 
     source = load_source(config.data.train, config.data.split, config.data.streaming)
     stream = ExampleStream(source, base_dir_of(config.data.train), seed=config.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           shuffle_buffer=config.data.shuffle_buffer)
+                           shuffle_buffer=config.data.shuffle_buffer,
+                           max_unreadable_in_a_row=config.data.max_unreadable_in_a_row, name=config.data.train)
     state = TrainerState()
     if resume:
-        checkpoint = latest_checkpoint(out)
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no finished checkpoint under {out / CHECKPOINTS}")
+        checkpoint = find_resumable(out, config, accelerator.num_processes, resume_other_recipe, accelerator.print)
         accelerator.load_state(str(checkpoint))
-        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        saved = read_trainer_state(checkpoint)
         stream.load_state_dict(saved.pop("data"))
         state = TrainerState(**saved)
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
@@ -152,7 +163,8 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
             progress.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}", img_s=f"{rate:.1f}")
             tick, seen = time.perf_counter(), 0
         if config.save_every and state.step % config.save_every == 0 and state.step < config.max_steps:
-            save_checkpoint(accelerator, out, state, stream, config.keep_last)
+            save_checkpoint(accelerator, out, state.step, {**asdict(state), "data": stream.state_dict()},
+                            fingerprint, config.keep_last)
         if config.eval_every and state.step % config.eval_every == 0 and state.step < config.max_steps:
             _evaluate(accelerator, bare, config, out, state.step)
             model.train()
@@ -160,7 +172,8 @@ def train(config: TrainConfig, resume: bool = False) -> qformer.Blip2:
             os.kill(os.getpid(), signal.SIGKILL)
     progress.close()
 
-    save_checkpoint(accelerator, out, state, stream, config.keep_last)
+    save_checkpoint(accelerator, out, state.step, {**asdict(state), "data": stream.state_dict()}, fingerprint,
+                    config.keep_last)
     model.eval()
     if accelerator.is_main_process:
         bare.save_pretrained(out / "final")
@@ -202,48 +215,3 @@ def _evaluate(accelerator: Accelerator, model: qformer.Blip2, config: TrainConfi
     accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=step)
     accelerator.print(f"eval at step {step}: " + ", ".join(
         f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)))
-
-
-def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, stream: ExampleStream,
-                    keep_last: int) -> None:
-    """Write to `step-N.tmp`, then rename: a crash mid-write never leaves a half checkpoint behind."""
-    final = out / CHECKPOINTS / f"step-{state.step:08d}"
-    staging = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))  # every rank writes its own RNG state here
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (staging / STATE_FILE).write_text(json.dumps({**asdict(state), "data": stream.state_dict()}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        finished = sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".tmp"))
-        for old in finished[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _checkpoint_bridge_only(accelerator: Accelerator) -> None:
-    """accelerate saves and loads whole models; frozen backbones are rebuilt from their config instead.
-    FSDP and DeepSpeed shard the model and checkpoint it their own way: there accelerate's full
-    checkpoints are kept as they are (larger, with the frozen weights), and resume still works."""
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return
-
-    def save_hook(models, weights, output_dir):
-        for i, model in enumerate(models[: len(weights)]):
-            weights[i] = bridge_state_dict(accelerator.unwrap_model(model))
-
-    def load_hook(models, input_dir):
-        for i, model in enumerate(models):
-            name = "model.safetensors" if i == 0 else f"model_{i}.safetensors"
-            path = Path(input_dir) / name
-            load_bridge_state(accelerator.unwrap_model(model), load_file(str(path)), str(path))
-        models.clear()  # loaded above, strictly; accelerate must not load them again
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
