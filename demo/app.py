@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +20,7 @@ import qformer
 from qformer.attention_maps import heatmaps
 from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
+from qformer.wildlife.knowledge import check_country
 from qformer.wildlife.megadetector import to_megadetector, write_json
 from qformer.wildlife.summary import IUCN
 
@@ -29,24 +31,61 @@ SOURCE_NOTE = {"expert": "species expert", "rollup": "rolled up: the expert was 
                "coarse": "coarse group only", "detector": "detector"}
 
 
+class ModelNotAllowed(ValueError):
+    """A model name a visitor typed that this server does not offer."""
+
+
 class Models:
-    """Lazily built, shared models; one lock per kind, so two first visitors don't both load."""
+    """The models visitors may use: the presets, and the folders the operator listed (`--models`).
+    A visitor's text never names a path on the server: anything else is refused without saying
+    whether such a folder exists. At most `max_loaded` bridges stay in memory (least recently used
+    go first), keyed by what they resolve to, so `x`, `x/` and `x//` are one model. Each model has
+    its own lock, so a slow first load blocks only the visitors waiting for that model."""
 
-    def __init__(self, default_model: str):
+    def __init__(self, default_model: str, allowed_models: list[str] | tuple[str, ...] = (), max_loaded: int = 2):
         self.default_model = default_model
-        self._bridges: dict[str, qformer.Blip2] = {}
+        self.max_loaded = max_loaded
+        self.choices: dict[str, str] = {name: name for name in qformer.list_models()}
+        for folder in allowed_models:
+            path = Path(folder).resolve()
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"--models {folder}: no config.json there; is it a qformer model folder?")
+            self.choices[str(path)] = str(path)
+            self.choices.setdefault(path.name, str(path))  # offered by its folder name too
+        self.choices.setdefault(default_model, default_model)  # the operator's own choice on the command line
+        self._bridges: OrderedDict[str, qformer.Blip2] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()  # held only for bookkeeping, never while a model loads
         self._wildlife: WildlifePipeline | None = None
-        self._lock = threading.Lock()
+        self._wildlife_lock = threading.Lock()
 
-    def bridge(self, name: str) -> qformer.Blip2:
+    def resolve(self, name: str | None) -> str:
         name = (name or self.default_model).strip()
-        with self._lock:
-            if name not in self._bridges:
-                self._bridges[name] = qformer.create_model(name).eval()
-            return self._bridges[name]
+        key = self.choices.get(name) or self.choices.get(str(Path(name).resolve())) if name else None
+        if key is None:
+            raise ModelNotAllowed("this server does not offer that model; choose one from the list")
+        return key
+
+    def bridge(self, name: str | None) -> qformer.Blip2:
+        key = self.resolve(name)
+        with self._guard:
+            if key in self._bridges:
+                self._bridges.move_to_end(key)
+                return self._bridges[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._bridges:  # loaded by the visitor we waited for
+                    return self._bridges[key]
+            model = qformer.create_model(key).eval()
+            with self._guard:
+                self._bridges[key] = model
+                while len(self._bridges) > self.max_loaded:
+                    self._bridges.popitem(last=False)
+            return model
 
     def wildlife(self) -> WildlifePipeline:
-        with self._lock:
+        with self._wildlife_lock:
             if self._wildlife is None:
                 self._wildlife = WildlifePipeline.default()
             return self._wildlife
@@ -69,7 +108,9 @@ def caption_and_ask(models: Models, path: str | None, model_name: str, question:
         return caption, answer, heatmaps(model, image), "Done."
     except ImageLoadError as e:
         return "", "", [], f"**Could not read the upload:** {e.reason}"
-    except (KeyError, OSError, ValueError) as e:  # a bad model name or folder, an overlong question
+    except ModelNotAllowed as e:
+        return "", "", [], f"**Model:** {e}"
+    except (KeyError, OSError, ValueError) as e:  # a model that failed to load, an overlong question
         return "", "", [], f"**Could not run:** {e}"
 
 
@@ -114,8 +155,9 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
     empty = (None, "", [], None, "")
     try:
         image = _open(path)
-        country = (country or "").strip().upper() or None
-        if country is not None and (len(country) != 3 or not country.isalpha()):
+        try:
+            country = check_country(country)
+        except ValueError:
             return *empty[:4], "**Country:** use an ISO 3166-1 alpha-3 code, such as KEN or USA."
         (result,) = models.wildlife()([image], names=[Path(path).name], country=country,
                                       species_threshold=float(threshold))
@@ -129,8 +171,8 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
     return draw_boxes(image, result.animals), cards, rows, str(report), f"Found {len(result.animals)}."
 
 
-def build_app(default_model: str = "default") -> gr.Blocks:
-    models = Models(default_model)
+def build_app(default_model: str = "default", allowed_models: list[str] | tuple[str, ...] = ()) -> gr.Blocks:
+    models = Models(default_model, allowed_models)
     examples = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
     with gr.Blocks(title="qformer") as app:
         gr.Markdown("# qformer\nA small trained bridge between a frozen image encoder and a frozen language model, "
@@ -141,8 +183,8 @@ def build_app(default_model: str = "default") -> gr.Blocks:
                     # a plain file input, neither gr.Image nor file_types: Gradio would reject a corrupt image or
                     # another file type with its own error before our decoder could explain what is wrong
                     image = gr.File(label="Photo", type="filepath", elem_id="caption-image")
-                    model_name = gr.Dropdown(qformer.list_models(), value=default_model, allow_custom_value=True,
-                                             label="Model (preset, folder or hub id)")
+                    model_name = gr.Dropdown(sorted(set(models.choices)), value=default_model,
+                                             label="Model")
                     question = gr.Textbox(label="Question (optional)", placeholder="what is this?")
                     with gr.Accordion("Generation", open=False):
                         max_new_tokens = gr.Slider(1, 60, value=20, step=1, label="max new tokens")
@@ -177,8 +219,9 @@ def build_app(default_model: str = "default") -> gr.Blocks:
     return app
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default", **kwargs) -> None:
-    build_app(model).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=False, **kwargs)
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default",
+           allowed_models: list[str] | tuple[str, ...] = (), **kwargs) -> None:
+    build_app(model, allowed_models).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=False, **kwargs)
 
 
 if __name__ == "__main__":
@@ -188,5 +231,6 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--models", nargs="*", default=[], metavar="DIR")
     args = parser.parse_args()
-    launch(args.host, args.port, args.model)
+    launch(args.host, args.port, args.model, args.models)

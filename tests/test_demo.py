@@ -121,3 +121,61 @@ def test_browser_uploads_a_photo_and_reads_the_page(server):
         page.screenshot(path=str(ARTIFACTS / "demo-wildlife.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "demo-wildlife.png").stat().st_size > 10_000
+
+
+def test_the_model_field_takes_only_offered_models_and_reveals_no_paths(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    import demo.app as app
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "config.json").write_text("{}")
+    answers = []
+    for typed in (str(tmp_path / "secret"), str(tmp_path / "nowhere"), "/etc", "../../etc/passwd", "owner/repo"):
+        with pytest.raises(AppError) as refused:  # the dropdown offers a fixed list, and Gradio holds to it
+            client.predict(handle_file(CAT), typed, "", 5, 1, api_name="/caption")
+        answers.append(str(refused.value).replace(typed, "TYPED"))
+        # behind the dropdown, the same rule again, in our words
+        *_, status = app.caption_and_ask(app.Models("default"), CAT, typed, "", 5, 1)
+        answers.append(status)
+        assert "does not offer that model" in status and "TYPED" not in status
+    assert len(set(answers)) == 2, "an existing and a missing folder get the same answers"
+
+
+def test_models_are_cached_by_what_they_resolve_to_bounded_and_locked_one_by_one(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import demo.app as app
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    loads, slow_started = [], threading.Event()
+
+    def fake_create_model(key):
+        loads.append(key)
+        if key.endswith("/a"):
+            slow_started.set()
+            time.sleep(1.0)
+        return type("Model", (), {"eval": lambda self: self})()
+
+    monkeypatch.setattr(app.qformer, "create_model", fake_create_model)
+    models = app.Models("default", [str(tmp_path / n) for n in ("a", "b", "c")], max_loaded=2)
+    a = str(tmp_path / "a")
+    first = models.bridge(a)
+    assert models.bridge(a + "/") is first and models.bridge(a.replace("/a", "//a")) is first and models.bridge("a") is first
+    assert loads == [a]
+    models.bridge(str(tmp_path / "b"))
+    models.bridge(str(tmp_path / "c"))
+    assert len(models._bridges) == 2 and a not in models._bridges, "the least recently used model is freed"
+    slow_started.clear()
+    loader = threading.Thread(target=models.bridge, args=(a,))
+    loader.start()
+    slow_started.wait(5)
+    started = time.perf_counter()
+    models.bridge(str(tmp_path / "c"))  # cached: must not wait for a's slow load
+    assert time.perf_counter() - started < 0.5, "one model's slow load blocked another model"
+    loader.join()
+    with pytest.raises(app.ModelNotAllowed):
+        models.bridge(str(tmp_path))
