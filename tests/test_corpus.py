@@ -7,7 +7,7 @@ import tarfile
 
 from PIL import Image
 
-from train import corpus, emoji
+from qformer.training import corpus, emoji
 
 ENTRIES = [
     {"name": "CAT FACE", "image": "1f431.png", "category": "Animals & Nature", "subcategory": "animal-mammal"},

@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from demo.app import MAX_UPLOAD, build_app
+from qformer.demo.app import MAX_UPLOAD, build_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = str(ROOT / "samples" / "chelsea.jpg")
@@ -126,7 +126,7 @@ def test_browser_uploads_a_photo_and_reads_the_page(server):
 def test_the_model_field_takes_only_offered_models_and_reveals_no_paths(client, tmp_path):
     from gradio_client.exceptions import AppError
 
-    import demo.app as app
+    import qformer.demo.app as app
 
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "config.json").write_text("{}")
@@ -146,7 +146,7 @@ def test_models_are_cached_by_what_they_resolve_to_bounded_and_locked_one_by_one
     import threading
     import time
 
-    import demo.app as app
+    import qformer.demo.app as app
 
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()

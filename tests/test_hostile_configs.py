@@ -15,7 +15,7 @@ from qformer.checkpoint import CheckpointError
 from qformer.cli import main
 from qformer.config import Blip2Config, ConfigError
 from qformer.weights import WeightsError
-from train.recipe import load_recipe
+from qformer.training.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = json.loads((ROOT / "configs" / "models" / "tiny-random.json").read_text())

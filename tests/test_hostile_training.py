@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train.shapes import write_shapes
+from qformer.training.shapes import write_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "configs" / "train" / "tiny-stage1.yaml")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from train.metrics import caption_scores, normalize_answer, retrieval_recall, vqa_accuracy
+from qformer.training.metrics import caption_scores, normalize_answer, retrieval_recall, vqa_accuracy
 
 
 def test_caption_scores_known_values():

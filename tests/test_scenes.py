@@ -2,8 +2,8 @@
 
 import json
 
-from train.data import load_source
-from train.scenes import HELD_OUT, Item, describe, write_corpus
+from qformer.training.data import load_source
+from qformer.training.scenes import HELD_OUT, Item, describe, write_corpus
 
 
 def test_captions_group_and_count():

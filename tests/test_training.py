@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 import qformer
 from qformer.config import ConfigError
-from train.loop import BadStepsError, train
-from train.recipe import load_recipe
-from train.shapes import write_shapes
+from qformer.training.loop import BadStepsError, train
+from qformer.training.recipe import load_recipe
+from qformer.training.shapes import write_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["model_overrides={qformer: {dropout: 0.1}}", "log_every=2", "optim.warmup_steps=2"]
@@ -61,7 +61,7 @@ def test_stage1_then_stage2_then_caption(tmp_path, shapes, cat):
 
 
 def run_cli(args, env=None):
-    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "qformer.training", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
 
 
@@ -153,7 +153,7 @@ def test_feature_cache_gives_the_same_run_faster(tmp_path, shapes):
 
 def test_two_processes_with_torchrun(tmp_path, shapes):
     """DDP over gloo on CPU: ITC gathers across ranks, every rank checkpoints its RNG, resume works."""
-    args = ["--nproc_per_node", "2", "-m", "train", str(ROOT / "configs/train/tiny-stage1.yaml"),
+    args = ["--nproc_per_node", "2", "-m", "qformer.training", str(ROOT / "configs/train/tiny-stage1.yaml"),
             f"data.train={shapes}", "data.batch_size=4", "data.eval_size=4", "save_every=2",
             f"output_dir={tmp_path / 'ddp'}", *FAST]
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
@@ -177,8 +177,8 @@ def test_streaming_source_trains_and_resumes(tmp_path, shapes):
 
 
 def test_stage2_alternates_captions_and_answers_when_data_has_both(tmp_path, shapes):
-    from train.data import Batch
-    from train.loop import _texts
+    from qformer.training.data import Batch
+    from qformer.training.loop import _texts
 
     model = qformer.create_model("tiny-random")
     config = recipe(tmp_path, shapes, stage=2, model="tiny-random")

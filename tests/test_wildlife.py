@@ -237,7 +237,7 @@ def test_wildlife_cli_prints_a_summary_and_rejects_a_bad_country(tmp_path, cat):
 
 
 def test_trained_expert_head_replaces_the_default_expert(cat, coffee, tmp_path):
-    from train.expert import train_expert
+    from qformer.training.expert import train_expert
 
     crops = tmp_path / "crops"
     for name, photo in (("Felis catus", cat), ("not a cat", coffee)):

@@ -1,4 +1,5 @@
-"""`python -m train RECIPE [key=value ...] [--resume]`, also `accelerate launch -m train ...` and `qformer train`."""
+"""`qformer train RECIPE [key=value ...] [--resume | --overwrite]`, also `python -m qformer.training ...` and
+`accelerate launch -m qformer.training ...` (several processes)."""
 
 from __future__ import annotations
 

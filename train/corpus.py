@@ -1,6 +1,6 @@
 """The default bridge's training corpus, built from what the package registries serve.
 
-`python -m train.corpus runs/corpus` writes:
+`python -m qformer.training.corpus runs/corpus` writes:
 - `scenes/`: procedural scenes (train/scenes.py), compositional captions and questions, CC0;
 - `emoji/`: emoji artwork with Unicode names (train/emoji.py). Training uses Google's Noto style;
   evaluation uses Twitter's Twemoji, an artwork style never seen in training;
@@ -64,7 +64,7 @@ def build(out: str | Path, scene_count: int = 6000, size: int = 128, seed: int =
     _write_jsonl(out / "eval-scenes.jsonl", scene_eval)
     _write_jsonl(out / "eval-emoji.jsonl", emoji_rows["eval"])
     manifest = {
-        "generator": "python -m train.corpus", "seed": seed, "image_size": size,
+        "generator": "python -m qformer.training.corpus", "seed": seed, "image_size": size,
         "parts": {
             "scenes": {**json.loads((out / "scenes" / "manifest.json").read_text()),
                        "held_out": "eval scenes each contain a colour-shape combination never drawn in training"},

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .data import base_dir_of, load_source
 
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate",
+    parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate",
                                      description="Score a model on held-out data: captions, VQA and retrieval.")
     parser.add_argument("model", help="preset, saved folder or hub id (default: the shipped model)", nargs="?",
                         default="default")

@@ -1,4 +1,4 @@
-"""Train a species expert head on your own crops: `python -m train.expert CROPS OUT --group bird`.
+"""Train a species expert head on your own crops: `python -m qformer.training.expert CROPS OUT --group bird`.
 
 CROPS holds one folder per species (`CROPS/bald eagle/*.jpg`, `CROPS/Haliaeetus leucocephalus/...`, or
 WordNet ids); folder names that match the knowledge base get its facts in reports. The backbone stays

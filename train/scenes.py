@@ -1,6 +1,6 @@
 """A procedurally drawn corpus of small scenes with compositional captions and question-answer pairs.
 
-`python -m train.scenes OUT --count 2000` writes `OUT/train/` and `OUT/eval/` image folders with
+`python -m qformer.training.scenes OUT --count 2000` writes `OUT/train/` and `OUT/eval/` image folders with
 `metadata.jsonl` (text, question, answer) and `OUT/manifest.json` (what made each item, its license).
 The eval split holds colour-shape combinations that never appear in training, so it measures
 composition rather than memory. Deterministic for a given seed.

@@ -1,5 +1,5 @@
 """A small generated image-caption set: coloured shapes on plain backgrounds, with captions and
-question-answer pairs. `python -m train.shapes OUT_DIR --count 64` writes an image folder with
+question-answer pairs. `python -m qformer.training.shapes OUT_DIR --count 64` writes an image folder with
 metadata.jsonl that the training recipes read. Deterministic for a given seed."""
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
 import torch
-from open_clip.transformer import VisionTransformer
+
+from ..extras import require
+
+open_clip = require("open_clip", "the open_clip vision backend")
+from open_clip.transformer import VisionTransformer  # noqa: E402
 
 from ..config import ConfigError, VisionConfig
 from ..weights import WeightsError

@@ -1,5 +1,5 @@
 """A species expert with a trained head: a linear layer over a frozen ImageNet backbone's pooled
-features, trained by `python -m train.expert` on a folder of species crops.
+features, trained by `python -m qformer.training.expert` on a folder of species crops.
 
 A head folder holds `head.safetensors` and `expert.json` (backbone, labels, group, held-out accuracy).
 Labels that name a knowledge-base species (its WordNet id, common or scientific name) are reported
@@ -54,7 +54,7 @@ class TrainedExpert:
         folder = Path(folder)
         if not (folder / INFO_FILE).is_file() or not (folder / HEAD_FILE).is_file():
             raise FileNotFoundError(f"{folder}: not an expert head (needs {INFO_FILE} and {HEAD_FILE}); "
-                                    "train one with `python -m train.expert`")
+                                    "train one with `python -m qformer.training.expert`")
         info = json.loads((folder / INFO_FILE).read_text())
         classifier = classifier or ImageNetClassifier(info["backbone"], info["weights"], device=device)
         state = load_file(str(folder / HEAD_FILE))

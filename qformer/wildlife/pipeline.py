@@ -85,7 +85,7 @@ class WildlifePipeline:
     @classmethod
     def default(cls, device: str | torch.device = "cpu", expert_heads: dict[str, str] | None = None,
                 **kwargs) -> WildlifePipeline:
-        """`expert_heads` maps groups to heads trained by `python -m train.expert`; they replace
+        """`expert_heads` maps groups to heads trained by `python -m qformer.training.expert`; they replace
         the default experts of those groups."""
         from .expert_head import TrainedExpert
 
