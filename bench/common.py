@@ -37,13 +37,3 @@ def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats
             fn()
             samples.append((time.perf_counter() - begin) * 1e3)
     return statistics.median(samples)
-
-
-def print_table(title: str, rows: list[dict], baseline: str) -> None:
-    """Rows of {name, ms, rate, unit, note}; the ratio is baseline ms over each row's ms."""
-    base = next(r["ms"] for r in rows if r["name"] == baseline)
-    print(f"\n{title}")
-    print(f"| variant | ms | {rows[0]['unit']} | speed-up vs {baseline} | note |")
-    print("|---|---:|---:|---:|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r['ms']:.1f} | {r['rate']:.1f} | {base / r['ms']:.2f}x | {r.get('note', '')} |")

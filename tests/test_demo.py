@@ -144,38 +144,39 @@ def test_the_model_field_takes_only_offered_models_and_reveals_no_paths(client, 
 
 def test_models_are_cached_by_what_they_resolve_to_bounded_and_locked_one_by_one(tmp_path, monkeypatch):
     import threading
-    import time
 
     import qformer.demo.app as app
 
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
-    loads, slow_started = [], threading.Event()
+    loads, a_loading, release_a = [], threading.Event(), threading.Event()
 
     def fake_create_model(key):
         loads.append(key)
-        if key.endswith("/a"):
-            slow_started.set()
-            time.sleep(1.0)
+        if key.endswith("/a") and loads.count(key) == 2:  # the second load of a: hold it until told
+            a_loading.set()
+            release_a.wait(30)
         return type("Model", (), {"eval": lambda self: self})()
 
     monkeypatch.setattr(app.qformer, "create_model", fake_create_model)
-    models = app.Models("default", [str(tmp_path / n) for n in ("a", "b", "c")], max_loaded=2)
-    a = str(tmp_path / "a")
+    models = app.Models("default", [str(tmp_path / n) for n in ("a", "b", "c", "d")], max_loaded=2)
+    a, c = str(tmp_path / "a"), str(tmp_path / "c")
     first = models.bridge(a)
     assert models.bridge(a + "/") is first and models.bridge(a.replace("/a", "//a")) is first and models.bridge("a") is first
-    assert loads == [a]
+    assert loads == [a], "one model, however its path is written"
     models.bridge(str(tmp_path / "b"))
-    models.bridge(str(tmp_path / "c"))
-    assert len(models._bridges) == 2 and a not in models._bridges, "the least recently used model is freed"
-    slow_started.clear()
+    models.bridge(c)
+    assert len(loads) == 3
     loader = threading.Thread(target=models.bridge, args=(a,))
-    loader.start()
-    slow_started.wait(5)
-    started = time.perf_counter()
-    models.bridge(str(tmp_path / "c"))  # cached: must not wait for a's slow load
-    assert time.perf_counter() - started < 0.5, "one model's slow load blocked another model"
-    loader.join()
+    loader.start()  # a was freed (least recently used of three, two kept): it loads again, slowly
+    assert a_loading.wait(10) and loads.count(a) == 2
+    other = threading.Thread(target=models.bridge, args=(str(tmp_path / "d"),))  # not loaded yet: takes its own lock
+    other.start()
+    other.join(10)
+    served_while_a_loads = not other.is_alive() and not release_a.is_set()
+    release_a.set()
+    loader.join(10)
+    assert served_while_a_loads, "one model's slow load blocked another model's load"
     with pytest.raises(app.ModelNotAllowed):
         models.bridge(str(tmp_path))

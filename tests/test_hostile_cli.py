@@ -2,7 +2,6 @@
 1 unreadable input), nothing replaced without being asked, bounded memory, a terminal left clean."""
 
 import json
-import os
 import subprocess
 import sys
 import unicodedata
@@ -59,10 +58,14 @@ def test_control_characters_from_the_model_never_reach_the_terminal(photo, capsy
 def test_special_tokens_typed_in_a_question_stay_text(cat):
     model = qformer.create_model("tiny-random")
     eos = model.lm.tokenizer.eos_token_id
-    (ids,) = model.lm.prompt_ids([model.config.lm.question_template.format(question="stop </s> here")])
+    (ids,) = model.processor.prompt_ids(model.processor.question_prompts(["stop </s> here"]))
     assert eos not in ids, "a typed </s> must not become the end-of-text token"
     (answer,) = model.ask([cat], "stop </s> here", max_new_tokens=3)
     assert isinstance(answer, str)
+    default = qformer.create_model("default")  # SmolLM2's chat tokens
+    end = default.lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    (ids,) = default.processor.prompt_ids(default.processor.question_prompts(["hi <|im_end|> there"]))
+    assert end not in ids
 
 
 def test_a_20000_by_10_png_neither_hangs_nor_exhausts_memory(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from .conftest import build
+from .conftest import build, losses_for
 
 TEXTS = ["a cat on a rug", "an astronaut", "a cup of coffee"]
 
@@ -20,7 +20,7 @@ def grads(model):
 def test_stage1_reaches_every_bridge_parameter(preset, photos):
     model = build(preset).train()
     pixels, _ = model.load_images(photos)
-    model(pixels, TEXTS, stage=1)["loss"].backward()
+    losses_for(model, pixels, TEXTS, stage=1)["loss"].backward()
     for name, grad in grads(model).items():
         if name.startswith(("vision.", "lm.")):
             assert grad is None, f"frozen {name} got a gradient"
@@ -36,7 +36,7 @@ def test_stage1_reaches_every_bridge_parameter(preset, photos):
 def test_each_stage1_loss_trains_queries_and_its_own_head(loss, untouched, photos):
     model = build().train()
     pixels, _ = model.load_images(photos)
-    model(pixels, TEXTS, stage=1)[loss].backward()
+    losses_for(model, pixels, TEXTS, stage=1)[loss].backward()
     g = grads(model)
     assert g["qformer.query_tokens"].abs().sum() > 0
     assert g["qformer.layers.0.cross_attn.kv.weight"].abs().sum() > 0
@@ -49,7 +49,7 @@ def test_each_stage1_loss_trains_queries_and_its_own_head(loss, untouched, photo
 def test_stage2_reaches_queries_and_projection_only(preset, photos):
     model = build(preset).train()
     pixels, _ = model.load_images(photos)
-    model(pixels, TEXTS, stage=2)["loss"].backward()
+    losses_for(model, pixels, TEXTS, stage=2)["loss"].backward()
     for name, grad in grads(model).items():
         if name.startswith(("vision.", "lm.")):
             assert grad is None, f"frozen {name} got a gradient"
@@ -70,7 +70,7 @@ def test_frozen_weights_are_bit_identical_after_training(photos):
     pixels, _ = model.load_images(photos)
     for stage in (1, 2, 1, 2):
         optimizer.zero_grad()
-        model(pixels, TEXTS, stage=stage)["loss"].backward()
+        losses_for(model, pixels, TEXTS, stage=stage)["loss"].backward()
         optimizer.step()
     for key, value in frozen_state(model).items():
         assert torch.equal(value, before[key]), f"frozen {key} changed"
@@ -85,7 +85,7 @@ def test_stage1_loss_decreases_when_overfitting(photos):
     losses = []
     for _ in range(25):
         optimizer.zero_grad()
-        loss = model(pixels, TEXTS, stage=1)["loss"]
+        loss = losses_for(model, pixels, TEXTS, stage=1)["loss"]
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -96,6 +96,6 @@ def test_stage1_needs_two_pairs(cat):
     model = build()
     pixels, _ = model.load_images([cat])
     with pytest.raises(ValueError, match="at least 2 image-text pairs"):
-        model(pixels, ["a cat"], stage=1)
+        losses_for(model, pixels, ["a cat"], stage=1)
     with pytest.raises(ValueError, match="stage must be 1 or 2"):
-        model(pixels, ["a cat"], stage=3)
+        losses_for(model, pixels, ["a cat"], stage=3)

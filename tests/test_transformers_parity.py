@@ -73,7 +73,7 @@ def pair(request, tmp_path_factory):
 
 def hf_inputs(ours, prompts):
     """What Blip2Processor gives recent transformers: Q image tokens, then the prompt; left-padded."""
-    rows = [[IMAGE_TOKEN_ID] * Q + r for r in ours.lm.prompt_ids(prompts)]
+    rows = [[IMAGE_TOKEN_ID] * Q + r for r in ours.processor.prompt_ids(prompts)]
     width = max(len(r) for r in rows)
     side = "left" if ours.lm.kind == "causal" else "right"
     ids = torch.zeros(len(rows), width, dtype=torch.long)
@@ -109,15 +109,15 @@ def test_query_outputs_and_logits_match(pair, cat, astronaut):
         ids, mask = hf_inputs(ours, PROMPTS[:2])
         if ours.lm.kind == "causal":
             expected = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits
-            embeds, our_mask = ours.lm._embed_rows(ours.visual_prompt(pixels), ours.lm.prompt_ids(PROMPTS[:2]))
-            from qformer.llm import left_pad
-            embeds, our_mask = left_pad(embeds, our_mask)
+            embeds, our_mask = ours.lm.embed_with_prefix(ours.visual_prompt(pixels),
+                                                         **ours.processor.lm_generation(PROMPTS[:2]))
             got = ours.lm.model(inputs_embeds=embeds, attention_mask=our_mask).logits
             torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=1e-5, atol=1e-5)
         else:
             decoder = torch.tensor([[0, 5, 9], [0, 7, 7]])
             expected = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask, decoder_input_ids=decoder).logits
-            embeds, our_mask = ours.lm._embed_rows(ours.visual_prompt(pixels), ours.lm.prompt_ids(PROMPTS[:2]))
+            embeds, our_mask = ours.lm.embed_with_prefix(ours.visual_prompt(pixels),
+                                                         **ours.processor.lm_generation(PROMPTS[:2]))
             got = ours.lm.model(inputs_embeds=embeds, attention_mask=our_mask, decoder_input_ids=decoder).logits
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -143,10 +143,10 @@ def test_greedy_generation_is_token_identical(pair, photos):
     with torch.no_grad():
         for i in range(3):  # one at a time
             expected = hf_generate(hf, ours, pixels[i : i + 1], PROMPTS[i : i + 1])
-            got = ours.lm.generate_ids(ours.visual_prompt(pixels[i : i + 1]), PROMPTS[i : i + 1], max_new_tokens=8)
+            got = ours.lm.generate(ours.visual_prompt(pixels[i : i + 1]), **ours.processor.lm_generation(PROMPTS[i : i + 1]), max_new_tokens=8)
             assert same_tokens(got, expected), i
         expected = hf_generate(hf, ours, pixels, PROMPTS)  # batched, prompts of different lengths
-        got = ours.lm.generate_ids(ours.visual_prompt(pixels), PROMPTS, max_new_tokens=8)
+        got = ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS), max_new_tokens=8)
         assert same_tokens(got, expected)
         assert len({tuple(r.tolist()) for r in got}) > 1, "the three rows should differ"
 
@@ -159,7 +159,7 @@ def test_export_round_trip(pair, tmp_path, photos):
     reloaded = Blip2ForConditionalGeneration.from_pretrained(tmp_path).eval()
     pixels = ours.vision.preprocess(photos)
     with torch.no_grad():
-        expected = ours.lm.generate_ids(ours.visual_prompt(pixels), PROMPTS, max_new_tokens=8)
+        expected = ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS), max_new_tokens=8)
         assert same_tokens(hf_generate(reloaded, ours, pixels, PROMPTS), expected)
     assert exported.config.num_query_tokens == Q and exported.config.image_token_index == IMAGE_TOKEN_ID
     processor = Blip2Processor.from_pretrained(tmp_path)
@@ -213,7 +213,7 @@ def test_convert_command_both_ways(tmp_path, cat):
     pixels = ours.vision.preprocess([cat])
     with torch.no_grad():
         assert same_tokens(hf_generate(back, ours, pixels, PROMPTS[:1]),
-                           ours.lm.generate_ids(ours.visual_prompt(pixels), PROMPTS[:1], max_new_tokens=8))
+                           ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS[:1]), max_new_tokens=8))
     assert main(["convert", "--to-transformers", "tiny-random", "--out", str(tmp_path / "x")]) == 1
     # the same folder served as a hub repo from a cache in the hub's layout: backbones come along
     repo = tmp_path / "cache" / "models--someone--blip2-tiny"

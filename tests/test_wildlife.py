@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,24 @@ def test_torchvision_detector_adapter_with_random_weights(cat):
     assert all(0 <= v <= 1 for d in detections for v in d.box)
 
 
+def test_torchvision_detector_maps_coco_classes_onto_megadetector_categories(cat):
+    class FixedCoco(torch.nn.Module):
+        """A stand-in for a COCO detector that sees a dog, a person, a car, a bottle and a faint horse."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            boxes = torch.tensor([[0, 0, 80, 60], [80, 0, 160, 120], [10, 10, 20, 20], [0, 0, 5, 5], [0, 0, 9, 9]])
+            return [{"boxes": boxes.float(), "labels": torch.tensor([18, 1, 3, 44, 19]),
+                     "scores": torch.tensor([0.9, 0.8, 0.7, 0.95, 0.1])} for _ in images]
+
+    (detections,) = TorchvisionDetector(FixedCoco(), min_conf=0.3)([cat.resize((160, 120))])
+    assert [d.category for d in detections] == ["animal", "person", "vehicle"], "the bottle is dropped, the horse too faint"
+    assert detections[0].box == (0.0, 0.0, 0.5, 0.5) and detections[1].box == (0.5, 0.0, 0.5, 1.0)
+
+
 def _wildlife_cli(args, env=None):
     return subprocess.run([sys.executable, "-m", "qformer", "wildlife", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
@@ -210,7 +229,8 @@ def test_batch_run_resumes_after_a_kill_with_no_image_lost_or_repeated(cat, tmp_
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "results.json"
     common = [str(folder), "--out", str(out), "--batch-size", "2", "--checkpoint-every", "2"]
-    killed = _wildlife_cli(common, env={"QFORMER_TEST_KILL_AFTER_IMAGES": "2"})
+    killed = subprocess.run([sys.executable, str(Path(__file__).parent / "interrupt.py"), "wildlife", "2", *common],
+                            capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     partial = tmp_path / "results.json.rank0.partial.json"
     assert len(json.loads(partial.read_text())["done"]) == 2 and not out.exists()

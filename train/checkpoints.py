@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -83,7 +85,8 @@ def checkpoint_problem(folder: Path, num_processes: int) -> str | None:
 
 
 def finished_checkpoints(out: Path) -> list[Path]:
-    return sorted(p for p in (out / CHECKPOINTS).glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    """`step-N` folders, oldest first (not the `.tmp` of an unfinished save, nor one set aside as damaged)."""
+    return sorted(p for p in (out / CHECKPOINTS).glob("step-*") if p.is_dir() and re.fullmatch(r"step-\d+", p.name))
 
 
 def find_resumable(out: Path, config: TrainConfig, num_processes: int, any_recipe: bool, log=print) -> Path:
@@ -127,8 +130,10 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, state: dict,
     if accelerator.is_main_process:
         (staging / STATE_FILE).write_text(json.dumps(state))
         write_manifest(staging, fingerprint, accelerator.num_processes)  # last: its presence means complete
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # a damaged checkpoint the resume went past: keep it, under a name that says so
+            aside = final.with_name(f"{final.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(final, aside)
+            accelerator.print(f"kept the damaged {final.name} as {aside}")
         os.replace(staging, final)
         finished = finished_checkpoints(out)
         for old in finished[:-keep_last] if keep_last > 0 else []:

@@ -26,7 +26,7 @@ class DataError(ValueError):
 @dataclass
 class Batch:
     keys: list[str]  # a stable identity per image, for the feature cache
-    images: list[Image.Image | None]  # None where the cache already holds the image's tokens
+    images: list[torch.Tensor | tuple | None]  # preprocessed pixels; None where the cache holds the tokens
     texts: list[str]  # captions, or "question answer" for VQA records
     questions: list[str | None]
     answers: list[str | None]
@@ -94,8 +94,42 @@ def text_of(record: dict[str, Any]) -> tuple[str, str | None, str | None]:
 
 
 @dataclass
+class Position:
+    """A record as the sampler hands it to a DataLoader worker, with the stream's position after it."""
+
+    record: dict[str, Any]
+    epoch: int
+    consumed: int
+
+
+class DecodedRecords(torch.utils.data.Dataset):
+    """One record decoded and preprocessed, in a DataLoader worker: the costly part of a step's input.
+    Images the feature cache already holds are not decoded at all (they were readable when cached)."""
+
+    def __init__(self, base_dir: Path | None, preprocess: Callable, cached: Callable[[str], bool] | None = None):
+        self.base_dir, self.preprocess, self.cached = base_dir, preprocess, cached
+
+    def __getitem__(self, position: Position) -> dict[str, Any]:
+        record = position.record
+        key = key_of(record, self.base_dir)
+        example = {"key": key, "epoch": position.epoch, "consumed": position.consumed, "pixels": None, "error": None}
+        if self.cached is None or not self.cached(key):
+            try:
+                pixels = self.preprocess([decode(record, self.base_dir)])  # (1, 3, H, W), or a tuple of them
+            except ImageLoadError as e:
+                return {**example, "error": str(e)}
+            example["pixels"] = tuple(p[0] for p in pixels) if isinstance(pixels, tuple) else pixels[0]
+        text, question, answer = text_of(record)
+        return {**example, "text": text, "question": question, "answer": answer, "has_caption": has_caption(record)}
+
+    def __len__(self) -> int:  # the stream is endless; a DataLoader given a sampler never asks
+        raise TypeError("DecodedRecords is read through a sampler of positions")
+
+
+@dataclass
 class ExampleStream:
-    """Examples in a seeded order, sharded across processes, skipping bad images."""
+    """Examples in a seeded order, sharded across processes, decoded by DataLoader workers. An
+    unreadable image is skipped, counted and replaced by the next record, so every batch is full."""
 
     dataset: Any
     base_dir: Path | None
@@ -105,12 +139,11 @@ class ExampleStream:
     shuffle_buffer: int = 1000
     max_unreadable_in_a_row: int = 100  # then the data, not one file, is at fault: stop and say so
     name: str = "the training data"
+    num_workers: int = 2
     epoch: int = 0
-    consumed: int = 0  # records of this epoch already read (good or bad), across all processes
+    consumed: int = 0  # records of this epoch already used (good or bad), across all processes
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
-
-    _readable_this_epoch: int = 0
 
     def _unreadable_message(self, what: str) -> str:
         examples = "; ".join(self.skipped_examples[-3:])
@@ -125,59 +158,83 @@ class ExampleStream:
         self.epoch, self.consumed = state["epoch"], state["consumed"]
         self.skipped, self.skipped_examples = state["skipped"], list(state["skipped_examples"])
 
-    def _records(self) -> Iterator[dict[str, Any]]:
+    def positions(self) -> Iterator[Position]:
+        """This process's records from the current position on, endlessly. The DataLoader reads ahead,
+        so the stream's own position moves only as `batches` uses the examples."""
+        epoch, consumed = self.epoch, self.consumed
         while True:
-            whole_pass = self.consumed == 0  # a resumed run starts mid-pass, and has not seen all of it
             if isinstance(self.dataset, datasets.IterableDataset):
                 shuffled = self.dataset.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
-                shuffled.set_epoch(self.epoch)
-                records = shuffled.skip(self.consumed)
+                shuffled.set_epoch(epoch)
+                records = shuffled.skip(consumed)
             else:
-                order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-                records = (self.dataset[int(i)] for i in order[self.consumed :])
+                order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
+                records = (self.dataset[int(i)] for i in order[consumed:])
             empty = True
             for record in records:
                 empty = False
-                index = self.consumed
-                self.consumed += 1
-                if index % self.world_size == self.rank:
-                    yield record
-            if empty and self.consumed == 0:
+                consumed += 1
+                if (consumed - 1) % self.world_size == self.rank:
+                    yield Position(record, epoch, consumed)
+            if empty and consumed == 0:
                 raise DataError(f"{self.name} is empty")
-            self.epoch, self.consumed = self.epoch + 1, 0
-            self._readable_this_epoch, readable = 0, self._readable_this_epoch
-            if readable == 0 and whole_pass:
-                raise DataError(self._unreadable_message("not one image of a whole pass over it could be read"))
+            epoch, consumed = epoch + 1, 0
 
-    def batches(self, batch_size: int, cached: Callable[[str], bool] = lambda key: False) -> Iterator[Batch]:
-        """Batches of `batch_size` readable examples; bad ones are replaced by the next records.
-        Images whose key is `cached` are not decoded at all (they were readable when cached)."""
-        batch = Batch([], [], [], [], [], [])
-        in_a_row = 0
-        for record in self._records():
-            key = key_of(record, self.base_dir)
-            try:
-                image = None if cached(key) else decode(record, self.base_dir)
-            except ImageLoadError as e:
+    def batches(self, batch_size: int, preprocess: Callable, cached: Callable[[str], bool] | None = None
+                ) -> Iterator[Batch]:
+        """Batches of `batch_size` readable examples, with their pixels stacked (None where cached)."""
+        loader = torch.utils.data.DataLoader(
+            DecodedRecords(self.base_dir, preprocess, cached), batch_size=None, sampler=_Endless(self.positions),
+            num_workers=self.num_workers, persistent_workers=False,
+            # its own generator: starting workers must not draw from the global RNG, which a resumed run
+            # restores and the losses sample from (ITM's hard negatives)
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        batch, in_a_row = _empty_batch(), 0
+        for example in loader:
+            self.epoch, self.consumed = example["epoch"], example["consumed"]
+            if example["error"] is not None:
                 self.skipped += 1
                 in_a_row += 1
                 if len(self.skipped_examples) < 20:
-                    self.skipped_examples.append(str(e))
+                    self.skipped_examples.append(example["error"])
                 if in_a_row >= self.max_unreadable_in_a_row:
-                    raise DataError(self._unreadable_message(f"{in_a_row} images in a row could not be read")) from e
+                    raise DataError(self._unreadable_message(f"{in_a_row} images in a row could not be read"))
                 continue
             in_a_row = 0
-            self._readable_this_epoch += 1
-            text, question, answer = text_of(record)
-            batch.keys.append(key)
-            batch.images.append(image)
-            batch.texts.append(text)
-            batch.questions.append(question)
-            batch.answers.append(answer)
-            batch.has_caption.append(has_caption(record))
-            if len(batch.images) == batch_size:
+            batch.keys.append(example["key"])
+            batch.images.append(example["pixels"])
+            batch.texts.append(example["text"])
+            batch.questions.append(example["question"])
+            batch.answers.append(example["answer"])
+            batch.has_caption.append(example["has_caption"])
+            if len(batch.keys) == batch_size:
                 yield batch
-                batch = Batch([], [], [], [], [], [])
+                batch = _empty_batch()
+
+
+class _Endless:
+    """A sampler over a generator function: the DataLoader asks it for positions, never for a length."""
+
+    def __init__(self, make: Callable[[], Iterator[Position]]):
+        self.make = make
+
+    def __iter__(self) -> Iterator[Position]:
+        return self.make()
+
+
+def _empty_batch() -> Batch:
+    return Batch([], [], [], [], [], [])
+
+
+def stack_pixels(rows: list) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
+    """Per-example pixels (None where the feature cache holds the tokens) as one batch, of the rows present."""
+    present = [r for r in rows if r is not None]
+    if not present:
+        return None
+    if isinstance(present[0], tuple):
+        return tuple(torch.stack(member) for member in zip(*present))
+    return torch.stack(present)
 
 
 def base_dir_of(source: str) -> Path | None:

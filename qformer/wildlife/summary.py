@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from .pipeline import Animal, ImageResult
 
@@ -40,5 +39,4 @@ def llm_describe(result: ImageResult, lm, max_new_tokens: int = 60) -> str:
     request = f"In one friendly sentence for a hiker, say what animals are in their photo. Use only these facts: {facts}"
     prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
                                               add_generation_prompt=True)
-    empty = torch.zeros(1, 0, lm.hidden_size, dtype=lm.dtype, device=next(lm.parameters()).device)
-    return lm.generate(empty, [prompt], max_new_tokens=max_new_tokens)[0]
+    return lm.generate_text([prompt], max_new_tokens=max_new_tokens)[0]

@@ -1,0 +1,91 @@
+"""The convenience API over `Blip2`: files, bytes or PIL images and strings in, text and scores out.
+
+It asks the model's processor for tensors, runs the model on them, and keeps each unreadable input's
+error in its place (`return_exceptions=True`) so one bad file does not lose the others.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from .images import ImageInput, ImageLoadError
+
+
+def inference(method):
+    """Run `method` without gradients and with dropout off, whatever mode the model is in (a model
+    fresh from training is in training mode), then give the mode back: the same input always gives
+    the same answer."""
+
+    @functools.wraps(method)
+    def run(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        was_training = self.training
+        self.train(False)
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return run
+
+
+def as_list(items: Any, what: str) -> list:
+    items = [items] if isinstance(items, (str, Path, bytes)) or not isinstance(items, Sequence) else list(items)
+    if not items:
+        raise ValueError(f"got an empty batch of {what}; pass at least one")
+    return items
+
+
+class InferenceMixin:
+    """`caption`, `ask` and `scores` for a `Blip2`."""
+
+    def load_images(self, images: ImageInput | Sequence[ImageInput], return_exceptions: bool = False
+                    ) -> tuple[torch.Tensor | tuple | None, list[ImageLoadError | None]]:
+        """Pixels for the readable images, and per input either None or the error that stopped it."""
+        return self.processor.images(as_list(images, "images"), return_exceptions)
+
+    @inference
+    def caption(self, images: ImageInput | Sequence[ImageInput], prompt: str | None = None,
+                return_exceptions: bool = False, **generation: Any) -> list[str | ImageLoadError]:
+        """One caption per image. With `return_exceptions=True` an unreadable image gives its
+        `ImageLoadError` in its place and the others are still captioned."""
+        self._require_lm("generate text")
+        images = as_list(images, "images")
+        prompt = self.config.lm.prompt if prompt is None else prompt
+        return self._answer(images, [prompt] * len(images), return_exceptions, generation)
+
+    @inference
+    def ask(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str],
+            return_exceptions: bool = False, **generation: Any) -> list[str | ImageLoadError]:
+        """One answer per (image, question); a single question is asked of every image."""
+        self._require_lm("generate text")
+        images = as_list(images, "images")
+        questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
+        if len(questions) != len(images):
+            raise ValueError(f"ask() got {len(images)} images but {len(questions)} questions")
+        return self._answer(images, self.processor.question_prompts(questions), return_exceptions, generation)
+
+    def _answer(self, images: list, prompts: list[str], return_exceptions: bool, generation: dict) -> list:
+        self.processor.prompt_ids(prompts)  # fail on an overlong prompt before any image work
+        pixels, errors = self.processor.images(images, return_exceptions)
+        if pixels is None:
+            return list(errors)
+        kept = [p for p, e in zip(prompts, errors) if e is None]
+        tokens = self.generate(pixels, **self.processor.lm_generation(kept), **generation)
+        answers = iter(self.processor.decode(tokens))
+        return [next(answers) if e is None else e for e in errors]
+
+    @inference
+    def scores(self, images: ImageInput | Sequence[ImageInput], texts: Sequence[str],
+               method: Literal["itc", "itm"] = "itc") -> torch.Tensor:
+        """Image-text match scores `(num_images, num_texts)`: ITC cosine similarity, or ITM match probability."""
+        if method not in ("itc", "itm"):
+            raise ValueError(f"method must be 'itc' or 'itm', got {method!r}")
+        pixels, _ = self.load_images(images)
+        ids, mask = self.processor.qformer_text(as_list(texts, "texts"))
+        return self.match_scores(pixels, ids, mask, method)
