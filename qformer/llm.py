@@ -93,7 +93,7 @@ class FrozenLM(Frozen):
             settings.setdefault("do_sample", False)
             settings.update({k: None for k in ("temperature", "top_p", "top_k") if k not in generation})
         static = settings.get("cache_implementation") == "static"
-        if static and self.kind == "causal" and is_plain_greedy(self.model, settings):
+        if static and self.layout.static_greedy and is_plain_greedy(self.model, settings):
             return self._static_greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
         return self.layout.new_tokens(self.model.generate(inputs_embeds=embeds, attention_mask=mask, **settings))
 
@@ -113,7 +113,7 @@ class FrozenLM(Frozen):
             self.tokenizer.padding_side = side
         settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
         output = self.model.generate(**batch.to(self.device), **settings)
-        new = output if self.kind == "seq2seq" else output[:, batch["input_ids"].shape[1]:]
+        new = self.layout.continuation(output, batch["input_ids"].shape[1])
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 

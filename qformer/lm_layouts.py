@@ -37,6 +37,7 @@ class CausalLayout:
     """Decoder-only LMs (OPT, Llama, Gemma, Qwen, GPT-2): prefix, prompt and target in one sequence."""
 
     kind = "causal"
+    static_greedy = True  # qformer.decoding's loop handles decoder-only models
 
     def prompt_rows(self, rows: list[list[int]], eos: int | None) -> list[list[int]]:
         # a trailing EOS would end the text before the answer
@@ -68,11 +69,15 @@ class CausalLayout:
     def new_tokens(self, output: torch.Tensor) -> torch.Tensor:
         return output  # generate from embeddings returns only the new tokens
 
+    def continuation(self, output: torch.Tensor, prompt_length: int) -> torch.Tensor:
+        return output[:, prompt_length:]  # generate from ids returns the prompt and what follows
+
 
 class Seq2SeqLayout:
     """Encoder-decoder LMs (T5): prefix and prompt into the encoder, the target from the decoder."""
 
     kind = "seq2seq"
+    static_greedy = False
 
     def prompt_rows(self, rows: list[list[int]], eos: int | None) -> list[list[int]]:
         return rows
@@ -95,6 +100,9 @@ class Seq2SeqLayout:
 
     def new_tokens(self, output: torch.Tensor) -> torch.Tensor:
         return output[:, 1:]  # drop the decoder start token
+
+    def continuation(self, output: torch.Tensor, prompt_length: int) -> torch.Tensor:
+        return output[:, 1:]  # the decoder's output holds no prompt
 
 
 LAYOUTS = {"causal": CausalLayout(), "seq2seq": Seq2SeqLayout()}
