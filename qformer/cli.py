@@ -104,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # training has its own parser (recipe, key=value overrides)
         try:
-            for module in ("datasets", "accelerate"):
-                require(module, "qformer train")
+            require("datasets", "qformer train")
         except MissingExtra as e:
             print(f"qformer: {e}", file=sys.stderr)
             return EXIT_USAGE

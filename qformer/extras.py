@@ -8,7 +8,6 @@ from types import ModuleType
 # module -> (PyPI package, extra that installs it)
 OPTIONAL = {
     "datasets": ("datasets", "train"),
-    "accelerate": ("accelerate", "train"),
     "pycocoevalcap": ("pycocoevalcap", "train"),
     "tensorboard": ("tensorboard", "train"),
     "matplotlib": ("matplotlib", "train"),

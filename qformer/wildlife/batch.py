@@ -17,7 +17,6 @@ from typing import Sequence
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..extras import require
 from .megadetector import from_megadetector, to_megadetector, write_json
 from .pipeline import ImageResult, WildlifePipeline
 
@@ -117,8 +116,7 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
               checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True,
               overwrite: bool = False) -> dict:
     import torch
-
-    PartialState = require("accelerate", "qformer wildlife --out (batch runs)").PartialState
+    from accelerate import PartialState
 
     # cpu=True lets torchrun's CPU processes form a (gloo) group instead of each running alone
     state = PartialState(cpu=not torch.cuda.is_available())
