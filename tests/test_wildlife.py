@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from qformer.cli import main
 from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import GROUPS, Knowledge, MegaDetector, TorchvisionDetector, WildlifePipeline, identify
 from qformer.wildlife.megadetector import to_megadetector
@@ -122,19 +123,43 @@ def test_unreadable_file_is_a_failure_and_the_rest_go_on(pipeline, cat, tmp_path
 def test_megadetector_json_schema(pipeline, cat, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"nope")
-    data = to_megadetector(pipeline([cat, str(broken)], names=["cat.jpg", str(broken)]), "CamDetector", "lite2")
-    assert data["info"]["format_version"] == "1.4"
+    data = to_megadetector(pipeline([cat, str(broken)], names=["cat.jpg", str(broken)]), "CamDetector", "lite2",
+                           detector_metadata={"typical_detection_threshold": 0.3})
+    assert data["info"]["format_version"] == "1.6" and data["info"]["detector_metadata"]
     assert data["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
     good, bad = data["images"]
-    assert bad == {"file": str(broken), "failure": bad["failure"]} and bad["failure"]
+    assert bad == {"file": str(broken), "failure": bad["failure"], "detections": None} and bad["failure"]
     (detection,) = good["detections"]
     assert detection["category"] == "1" and 0 < detection["conf"] <= 1
     x, y, w, h = detection["bbox"]
     assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 - x + 1e-4 and 0 < h <= 1 - y + 1e-4
     (class_id, score), = detection["classifications"]
     assert data["classification_categories"][class_id] == "domestic cat" and 0 < score <= 1
+    assert data["classification_category_descriptions"][class_id] == "mammalia;carnivora;felidae;felis;felis catus"
     assert good["max_detection_conf"] == detection["conf"]
     json.dumps(data)  # plain JSON all the way down
+
+
+def test_megadetector_own_validator_accepts_the_output(pipeline, cat, tmp_path):
+    from megadetector.postprocessing.validate_batch_results import (
+        ValidateBatchResultsOptions,
+        validate_batch_results,
+    )
+
+    (tmp_path / "photos").mkdir()
+    cat.save(tmp_path / "photos" / "cat.jpg")
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "results.json"
+    assert main(["wildlife", str(tmp_path / "photos"), "--out", str(out)]) == 1  # one unreadable image
+    options = ValidateBatchResultsOptions()
+    options.check_image_existence = True
+    report = validate_batch_results(str(out), options)["validation_results"]
+    assert report["errors"] == [] and report["warnings"] == [], report
+    assert json.loads(out.read_text())["info"]["format_version"] == "1.6"
+    # and a file that breaks the format is caught by the same validator
+    data = json.loads(out.read_text())
+    data["images"][0]["failure"] = 7
+    assert validate_batch_results(data)["validation_results"]["errors"]
 
 
 class RandomYolo(torch.nn.Module):

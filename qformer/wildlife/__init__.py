@@ -4,7 +4,8 @@ and report its habitat and conservation status. Built on `qformer.compose`."""
 from .detect import CamDetector, Detection, MegaDetector, TorchvisionDetector
 from .identify import Identification, identify
 from .knowledge import GROUPS, Knowledge, Species
+from .nanodet import NanoDet
 from .pipeline import Animal, ImageResult, WildlifePipeline
 
 __all__ = ["Animal", "CamDetector", "Detection", "GROUPS", "Identification", "ImageResult", "Knowledge",
-           "MegaDetector", "Species", "TorchvisionDetector", "WildlifePipeline", "identify"]
+           "MegaDetector", "NanoDet", "Species", "TorchvisionDetector", "WildlifePipeline", "identify"]

@@ -154,7 +154,11 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
         merged.update(_checkpointed(partial_path(out, rank)))
     order = list(finished) + [f for f in found if f not in finished]
     results = [ImageResult.from_dict(merged[f]) for f in order if f in merged]
-    data = to_megadetector(results, detector=type(pipeline.detector).__name__, classifier=_describe(pipeline))
+    # the detector's own threshold, as the format lets a batch file recommend one to downstream tools
+    threshold = getattr(pipeline.detector, "min_conf", getattr(pipeline.detector, "min_animal", None))
+    metadata = {"typical_detection_threshold": threshold} if threshold is not None else None
+    data = to_megadetector(results, detector=type(pipeline.detector).__name__, classifier=_describe(pipeline),
+                           detector_metadata=metadata)
     write_json(data, out)
     for rank in range(state.num_processes):
         partial_path(out, rank).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ class Detection:
     box: tuple[float, float, float, float]  # x, y, width, height, as fractions of the image (MegaDetector's bbox)
     conf: float
     category: str  # one of CATEGORIES
+    label: str | None = None  # the detector's own class name, when it has one (a COCO detector's "dog")
 
     def crop(self, image: Image.Image) -> Image.Image:
         x, y, w, h = self.box
@@ -89,7 +90,7 @@ def _merge(boxes: list[list[float]], scores: list[float], iou: float) -> list[De
     for i in torchvision.ops.nms(boxes_t, scores_t, iou).tolist():
         if all(_inside(boxes_t[i], boxes_t[j]) < 0.7 for j in kept):
             kept.append(i)
-    return [Detection(_xywh(boxes_t[i].tolist()), float(scores_t[i]), "animal") for i in kept]
+    return [Detection(xywh(boxes_t[i].tolist()), float(scores_t[i]), "animal") for i in kept]
 
 
 def _inside(box: torch.Tensor, other: torch.Tensor) -> float:
@@ -172,11 +173,11 @@ def _from_boxes(boxes: torch.Tensor, scores: torch.Tensor, categories: list[str 
     for box, score, category in zip(boxes, scores, categories):
         if category is not None and float(score) >= min_conf:
             x1, y1, x2, y2 = (box.float() / scale).clamp(0, 1).tolist()
-            detections.append(Detection(_xywh([x1, y1, x2, y2]), float(score), category))
+            detections.append(Detection(xywh([x1, y1, x2, y2]), float(score), category))
     return detections
 
 
-def _xywh(box: list[float]) -> tuple[float, float, float, float]:
+def xywh(box: list[float]) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = box
     return (round(x1, 4), round(y1, 4), round(x2 - x1, 4), round(y2 - y1, 4))
 

@@ -44,6 +44,7 @@ class Knowledge:
         self.by_label = {c["synset"]: c for c in self.classes}
         self.species = {label: _species(label, entry) for label, entry in species["species"].items()}
         self.sources = {"taxonomy": taxonomy["source"], "species": species["source"]}
+        self._lineages = self._index_lineages()
 
     @classmethod
     @cache
@@ -83,6 +84,25 @@ class Knowledge:
         if label in self.species:
             return self.species[label].taxa
         return dict(self.by_label.get(label, {}).get("taxa", {}))
+
+    def _index_lineages(self) -> dict[str, list[str]]:
+        """Every taxon named anywhere in the knowledge base, with the taxa above it (class first)."""
+        ranks = ("class", "order", "family", "genus")
+        lineages: dict[str, list[str]] = {}
+        entries = [c.get("taxa", {}) for c in self.classes] + [s.taxa for s in self.species.values()]
+        for taxa in entries:
+            chain = [taxa[r] for r in ranks if taxa.get(r)]
+            for depth, name in enumerate(chain):
+                lineages.setdefault(name.lower(), chain[: depth + 1])
+        for species in self.species.values():
+            chain = [species.taxa[r] for r in ranks if species.taxa.get(r)] + [species.scientific_name]
+            for name in (species.common_name, species.scientific_name):
+                lineages.setdefault(name.lower(), chain)
+        return lineages
+
+    def lineage(self, name: str) -> list[str]:
+        """The taxa from class down to the taxon or species called `name` (empty when unknown)."""
+        return list(self._lineages.get(name.strip().lower(), []))
 
     def occurs_in(self, label: str, country: str) -> bool | None:
         """Whether the species is known to occur in the country; None when its range is unknown."""

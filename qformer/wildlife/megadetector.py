@@ -1,9 +1,11 @@
-"""Results in MegaDetector's batch output format (v1.4), which camera-trap tools (Timelapse,
-EcoAssist, the MegaDetector postprocessing scripts) read.
+"""Results in MegaDetector's batch output format (1.6), which camera-trap tools (Timelapse, AddaxAI,
+the MegaDetector postprocessing scripts) read, and which MegaDetector's own validator accepts.
 
-Per image: `file`, `detections` (each with `category`, `conf`, `bbox` = normalised [x, y, w, h] from
-the top-left corner, and `classifications` = [[class id, score]]) or `failure`. Our extra fields
-(names, ranks, IUCN status) ride along under `qformer`, which readers of the format ignore.
+Per image: `file`, and `detections` (each with `category`, `conf`, `bbox` = normalised [x, y, w, h]
+from the top-left corner, and `classifications` = [[class id, score]]) or a `failure` with null
+detections. Classes carry taxonomy strings in `classification_category_descriptions`. Our extra
+fields (ranks, where the answer came from, IUCN status) ride along under `qformer`, which readers of
+the format ignore.
 """
 
 from __future__ import annotations
@@ -15,42 +17,56 @@ from typing import Iterable
 
 from ..files import write_text_atomically
 from .detect import CATEGORIES
+from .knowledge import Knowledge
 from .pipeline import ImageResult
 
-FORMAT_VERSION = "1.4"
+FORMAT_VERSION = "1.6"
 DETECTION_CATEGORIES = {str(i + 1): name for i, name in enumerate(CATEGORIES)}
 CATEGORY_IDS = {name: key for key, name in DETECTION_CATEGORIES.items()}
 
 
-def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: str) -> dict:
+def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: str,
+                    detector_metadata: dict | None = None, knowledge: Knowledge | None = None) -> dict:
+    """The batch file for `results`. `detector_metadata` may recommend thresholds to downstream tools
+    (`typical_detection_threshold`, `conservative_detection_threshold`)."""
+    knowledge = knowledge or Knowledge.default()
     classes: dict[str, str] = {}  # name -> id, numbered in order of first appearance
     images = []
     for result in results:
         entry: dict = {"file": result.file}
         if result.failure is not None:
-            entry["failure"] = result.failure
-            images.append(entry)
+            images.append({**entry, "failure": result.failure, "detections": None})
             continue
         entry["detections"] = []
         for animal in result.animals:
-            detection = {"category": CATEGORY_IDS[animal.category], "conf": round(animal.detection_conf, 4),
-                         "bbox": [round(v, 4) for v in animal.box]}
+            detection = {"category": CATEGORY_IDS[animal.category], "conf": float(round(animal.detection_conf, 4)),
+                         "bbox": [float(round(v, 4)) for v in animal.box]}
             if animal.name is not None:
                 class_id = classes.setdefault(animal.name, str(len(classes) + 1))
-                detection["classifications"] = [[class_id, round(animal.score, 4)]]
+                detection["classifications"] = [[class_id, float(round(animal.score, 4))]]
                 detection["qformer"] = {k: getattr(animal, k) for k in (
                     "rank", "prediction_source", "group", "group_score", "scientific_name", "habitat",
                     "iucn_category", "iucn_year", "domesticated", "breed", "suppressed_by_country")}
             entry["detections"].append(detection)
         entry["max_detection_conf"] = max((d["conf"] for d in entry["detections"]), default=0.0)
         images.append(entry)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    info = {"format_version": FORMAT_VERSION, "detector": detector, "detection_completion_time": now,
+            "classifier": classifier, "classification_completion_time": now}
+    if detector_metadata:
+        info["detector_metadata"] = dict(detector_metadata)
     return {
-        "info": {"format_version": FORMAT_VERSION, "detector": detector, "classifier": classifier,
-                 "detection_completion_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "info": info,
         "detection_categories": DETECTION_CATEGORIES,
         "classification_categories": {class_id: name for name, class_id in classes.items()},
+        "classification_category_descriptions": {class_id: _taxonomy(name, knowledge) for name, class_id in classes.items()},
         "images": images,
     }
+
+
+def _taxonomy(name: str, knowledge: Knowledge) -> str:
+    """A searchable taxonomy string, class first: "mammalia;carnivora;felidae;felis;felis catus"."""
+    return ";".join(knowledge.lineage(name) or [name]).lower()
 
 
 def from_megadetector(data: dict) -> list[ImageResult]:
