@@ -15,6 +15,7 @@ from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
 from .frozen import Frozen
 from .lm_layouts import LAYOUTS, with_prefix
 from .lm_loading import load_language_model
+from .tokenizers import pad_rows
 
 IMAGE_TOKEN = "<image>"
 
@@ -106,14 +107,13 @@ class FrozenLM(Frozen):
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], **generation: Any) -> list[str]:
         """Plain text continuations, no visual prefix: the LM as the chat model it is (summaries)."""
-        self.tokenizer.padding_side, side = "left", self.tokenizer.padding_side
-        try:
-            batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            self.tokenizer.padding_side = side
+        rows = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        # padded here, on the left, rather than by switching the shared tokenizer's side: threads share it
+        ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
+        mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)
         settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
-        output = self.model.generate(**batch.to(self.device), **settings)
-        new = self.layout.continuation(output, batch["input_ids"].shape[1])
+        output = self.model.generate(input_ids=ids, attention_mask=mask, **settings)
+        new = self.layout.continuation(output, ids.shape[1])
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 

@@ -1,7 +1,8 @@
 """Training data through `datasets`: image folders, JSON Lines, Parquet or hub datasets.
 
-Images stay undecoded in the dataset and are decoded lazily, one batch at a time. An unreadable
-or missing image is skipped and counted; it never stops a run. The stream's position (epoch and
+Images stay undecoded in the dataset; DataLoader workers decode and preprocess them while the
+step runs. An unreadable or missing image is skipped, counted and replaced by the next record (a run
+of them that says the data itself is broken stops it). The stream's position (epoch and
 records consumed) is part of every checkpoint, so a resumed run sees exactly the same batches.
 """
 
