@@ -311,3 +311,25 @@ def test_two_processes_split_a_batch_run_and_merge_it(cat, tmp_path):
     assert run.stdout.count("wrote") == 1  # the main process reports
     files = [i["file"] for i in json.loads(out.read_text())["images"]]
     assert files == [str(tmp_path / f"cat{k}.jpg") for k in range(4)]
+
+
+def test_wildlife_evaluation_scores_labelled_photos(tmp_path):
+    from qformer.training.evaluate_wildlife import main as evaluate_main
+
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,animals,group,taxa,people\n"
+                      "chelsea.jpg,1,mammal,domestic cat;Felis catus;Felis,0\n"
+                      "astronaut.jpg,0,,,1\n"
+                      "coffee.jpg,0,,,0\n")
+    out = tmp_path / "metrics.json"
+    assert evaluate_main([str(labels), "--root", str(samples), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    metrics = report["metrics"]
+    assert metrics["animal_photos"] == 1 and metrics["coarse_group_accuracy"] == 1.0
+    assert metrics["species_or_genus_accuracy"] == 1.0 and metrics["confident_wrong"] == 0
+    assert metrics["person_recall"] == 0.0, "the activation-map detector knows no people"
+    assert report["photos"][0]["answer"] == "domestic cat"
+    labels.write_text("file,animals,group,taxa,people\nchelsea.jpg,1,dragons,x,0\n")
+    with pytest.raises(ValueError, match="group 'dragons'"):
+        evaluate_main([str(labels), "--root", str(samples)])
