@@ -6,7 +6,8 @@ LABELS.csv columns: `file` (relative to --root), `animals` (how many), `group` (
 groups), `taxa` (acceptable species or genus names, `;`-separated: common or scientific names, any
 case), `people` (how many). Per photo the most confident animal detection is the answer.
 
-Metrics: coarse-group accuracy; species-or-genus accuracy (the answer names an acceptable species or
+Metrics: coarse-group accuracy (an answer of only "animal" claims no group, so it does not count);
+species-or-genus accuracy (the answer names an acceptable species or
 genus); confident-wrong answers (a species or genus named under a wrong group: the worst outcome for
 people filtering by species); abstentions (answered only "animal"); detection recall and precision
 of animals by count; person recall; images per second.
@@ -71,12 +72,13 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
             counts["animal_photos"] += 1
             if best is not None:
                 row.update(answer=best.name, rank=best.rank, group=best.group)
-                group_right = best.group == label["group"]
+                abstained = best.name in (None, "animal")  # it says only "animal": it claims no group
+                group_right = best.group == label["group"] and not abstained
                 confident = best.rank in CONFIDENT_RANKS
                 counts["group_right"] += group_right
                 counts["taxon_right"] += confident and bool(names_of(best) & label["taxa"])
-                counts["confident_wrong"] += confident and not group_right
-                counts["abstained"] += best.name in (None, "animal")
+                counts["confident_wrong"] += confident and best.group != label["group"]
+                counts["abstained"] += abstained
         rows.append(row)
     photos = max(counts["animal_photos"], 1)
     metrics = {

@@ -19,9 +19,13 @@ class Identification:
 
 
 def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 0.5,
-             country: str | None = None) -> Identification | None:
+             country: str | None = None, group_probability: float = 1.0) -> Identification | None:
     """None when even the class is below `threshold` (or the country filter left nothing):
-    the caller falls back to the coarse group."""
+    the caller falls back to the coarse group.
+
+    `scores` are an expert's, p(species | crop, group); `group_probability` is p(group | crop). Their
+    product is the species' probability (a mixture of experts with soft gating), so a crop the
+    coarse classifier barely put in this group cannot come out as a confident species."""
     suppressed = []
     if country:
         suppressed = [label for label in scores if knowledge.occurs_in(label, country) is False]
@@ -32,6 +36,7 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
         scores = {k: v / total for k, v in kept.items()}
     if not scores:
         return None
+    scores = {k: v * group_probability for k, v in scores.items()}
     best = max(scores, key=scores.get)
     # only species with a knowledge-base entry are named; the rest can still count toward a taxon
     if scores[best] >= threshold and best in knowledge.species:

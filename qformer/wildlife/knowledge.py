@@ -38,9 +38,15 @@ class Species:
         return ANYWHERE in self.countries or country.upper() in self.countries
 
 
+# ImageNet-1k classes of animals that no photo of wildlife can show: its one extinct animal. They count
+# as "not an animal", so their probability neither names a taxon nor pulls a photo into a group.
+EXTINCT = {"n01704323"}  # triceratops
+
+
 class Knowledge:
     def __init__(self, taxonomy: dict, species: dict):
-        self.classes = taxonomy["classes"]  # index -> {synset, name, group, taxa, ...}
+        self.classes = [{**c, "group": None} if c["synset"] in EXTINCT else c
+                        for c in taxonomy["classes"]]  # index -> {synset, name, group, taxa, ...}
         self.by_label = {c["synset"]: c for c in self.classes}
         self.species = {label: _species(label, entry) for label, entry in species["species"].items()}
         self.sources = {"taxonomy": taxonomy["source"], "species": species["source"]}

@@ -64,9 +64,12 @@ class WildlifePipeline:
 
     def __init__(self, detector, coarse, experts: dict[str, object], knowledge: Knowledge,
                  strong_coarse=None, species_threshold: float = 0.5, coarse_threshold: float = 0.5,
-                 country: str | None = None, batch_size: int = 8, cascade: bool = True):
+                 country: str | None = None, batch_size: int = 8, cascade: bool = True, min_group: float = 0.5,
+                 crop_margin: float = 0.15):
         self.detector, self.coarse, self.strong_coarse, self.experts = detector, coarse, strong_coarse, experts
         self.knowledge, self.species_threshold, self.coarse_threshold = knowledge, species_threshold, coarse_threshold
+        self.min_group = min_group  # below it, the answer is only "animal", as the detector saw it
+        self.crop_margin = crop_margin
         self.country, self.cascade = check_country(country), cascade
         coarse_node = Node("coarse", self._coarse(coarse), ["crops"], "groups", batch_size=batch_size)
         if strong_coarse is not None:
@@ -75,7 +78,8 @@ class WildlifePipeline:
         self.graph = Graph(Chain(
             "wildlife",
             Node("detect", detector, ["image"], "detections", batch_size=batch_size),
-            Node("crop", lambda image, detections: [d.crop(image) for d in detections], ["image", "detections"], "crops"),
+            Node("crop", lambda image, detections: [d.crop(image, self.crop_margin) for d in detections],
+                 ["image", "detections"], "crops"),
             coarse_node,
             Node("experts", self._experts, ["crops", "groups"], "species_scores", batch_size=batch_size),
             Node("identify", self._identify, ["detections", "groups", "species_scores", "country", "threshold"],
@@ -162,8 +166,11 @@ class WildlifePipeline:
                 continue  # a person or vehicle is reported as the detector saw it
             group = _top_group(group_scores)
             animal.group, animal.group_score = group, group_scores[group]
+            if group_scores[group] < self.min_group:  # unsure even of the group: say only what is certain
+                animal.name, animal.score = "animal", detection.conf
+                continue
             animal.name, animal.rank, animal.score, animal.prediction_source = group, "group", group_scores[group], "coarse"
-            found = identify(scores, self.knowledge, threshold, country) if scores else None
+            found = identify(scores, self.knowledge, threshold, country, group_probability=group_scores[group]) if scores else None
             if found is None:
                 continue
             animal.name, animal.rank, animal.score = found.name, found.rank, found.score
