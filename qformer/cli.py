@@ -212,7 +212,7 @@ def _wildlife(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if skipped:
         shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"qformer: skipped {len(skipped)} file(s) that are not images this installation can read: {shown}",
+        print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}",
               file=sys.stderr)
     if not files:
         print(f"qformer: no images found in {', '.join(map(printable, args.images))} (looked for image files "

@@ -158,9 +158,11 @@ def test_no_images_is_said_and_fails(tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("hi")
+    (tmp_path / "notes" / "IMG_0001.CR2").write_bytes(b"raw sensor data")
     assert main(["wildlife", str(tmp_path / "notes")]) == 1
     err = capsys.readouterr().err
-    assert "skipped 1 file(s)" in err and "readme.txt" in err
+    assert "no images found" in err and "skipped 1 photo(s)" in err and "IMG_0001.CR2" in err
+    assert "readme.txt" not in err, "a text file beside the photos is not a photo that was skipped"
 
 
 def test_unusual_photo_extensions_are_read_or_listed(tmp_path, cat, capsys):

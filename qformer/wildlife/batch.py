@@ -10,6 +10,7 @@ takes every n-th file and keeps its own checkpoint; the main process merges at t
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 from pathlib import Path
 from typing import Sequence
@@ -33,14 +34,19 @@ def image_suffixes() -> set[str]:
 
 def find_images(targets: Sequence[str | Path]) -> tuple[list[str], list[str]]:
     """(images, skipped): files named directly and image files under folders (recursively), sorted;
-    and the files in those folders that no installed decoder reads, so they can be reported."""
+    and the photos in those folders that no installed decoder reads (a phone's .heic without
+    pillow-heif, a camera's raw files), so they can be reported rather than silently left out."""
     suffixes = image_suffixes()
     found, skipped = [], []
     for target in map(Path, targets):
         if target.is_dir():
             for path in sorted(target.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    (found if path.suffix.lower() in suffixes else skipped).append(str(path))
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() in suffixes:
+                    found.append(str(path))
+                elif (mimetypes.guess_type(path.name)[0] or "").startswith("image/"):
+                    skipped.append(str(path))
         elif target.exists():
             found.append(str(target))
         else:
