@@ -13,7 +13,7 @@ import torch
 from .config import LMConfig
 from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
 from .frozen import Frozen
-from .lm_layouts import LAYOUTS, with_prefix
+from .lm_layouts import LAYOUTS
 from .lm_loading import load_language_model
 from .tokenizers import pad_rows
 
@@ -117,4 +117,4 @@ class FrozenLM(Frozen):
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
-__all__ = ["FrozenLM", "IMAGE_TOKEN", "with_prefix"]
+__all__ = ["FrozenLM", "IMAGE_TOKEN"]

@@ -210,21 +210,28 @@ class Converter:
                    coordinate_transformation_mode="half_pixel")
 
     def _channels(self, tensor: str) -> int:
-        return self.shapes[self.ref(tensor)][3]  # NHWC
+        """The channels of an NHWC tensor emitted so far (the graph has one fixed input size)."""
+        name = self.ref(tensor)
+        if name not in self.shapes:
+            partial = helper.make_graph(
+                self.onnx_nodes, "partial", [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 3, 416, 416])],
+                [], [numpy_helper.from_array(v, k) for k, v in self.initializers.items()])
+            inferred = onnx.shape_inference.infer_shapes(helper.make_model(partial, opset_imports=[helper.make_opsetid("", 17)]))
+            for info in inferred.graph.value_info:
+                self.shapes[info.name] = [d.dim_value for d in info.type.tensor_type.shape.dim]
+        return self.shapes[name][3]
 
     def run(self) -> onnx.ModelProto:
         order = self._topological()
         for node in order:
             if not self.fold(node):
                 self.convert(node)
-                self._infer(node)
         graph = helper.make_graph(
             self.onnx_nodes, "nanodet-m",
             [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 3, 416, 416])],  # reshapes fix batch 1
             [helper.make_tensor_value_info(f"{n}:0", TensorProto.FLOAT, [None, None, None]) for n in self.outputs],
             [numpy_helper.from_array(v, k) for k, v in self.initializers.items()],
         )
-        graph = self._rename_io(graph)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="qformer")
         onnx.checker.check_model(model)
         return model
@@ -245,22 +252,6 @@ class Converter:
             visit(name)
         self.shapes: dict[str, list[int]] = {"input_1:0": [1, 3, 416, 416]}
         return order
-
-    def _infer(self, node: dict) -> None:
-        """Static shapes of what has been emitted so far (the graph is one fixed size), for the convolutions."""
-        partial = helper.make_graph(
-            self.onnx_nodes, "partial", [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 3, 416, 416])],
-            [], [numpy_helper.from_array(v, k) for k, v in self.initializers.items()])
-        if node["op"] not in ("Transpose", "Pad", "PadV2", "Conv2D", "MaxPool", "LeakyRelu", "Add", "AddV2",
-                              "ConcatV2", "ResizeBilinear", "SplitV"):
-            return
-        inferred = onnx.shape_inference.infer_shapes(helper.make_model(partial, opset_imports=[
-            helper.make_opsetid("", 17)]))
-        for info in inferred.graph.value_info:
-            self.shapes[info.name] = [d.dim_value for d in info.type.tensor_type.shape.dim]
-
-    def _rename_io(self, graph: onnx.GraphProto) -> onnx.GraphProto:
-        return graph
 
 
 TFJS_RUNNER = """

@@ -19,7 +19,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from qformer.checkpoint import CheckpointError, bridge_state_dict, load_bridge_state, read_bridge
+from qformer.checkpoint import bridge_state_dict, load_bridge_state, read_bridge
 
 from .recipe import TrainConfig
 
@@ -170,5 +170,5 @@ def checkpoint_bridge_only(accelerator: Accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-__all__ = ["CheckpointError", "NoCompleteCheckpoint", "ResumeError", "checkpoint_bridge_only", "find_resumable", "holds_earlier_run",
+__all__ = ["NoCompleteCheckpoint", "ResumeError", "checkpoint_bridge_only", "find_resumable", "holds_earlier_run",
            "read_trainer_state", "recipe_fingerprint", "save_checkpoint"]

@@ -101,7 +101,6 @@ class NanoDet:
             scores.append(level_scores)
         return np.concatenate(boxes).astype(np.float32), np.concatenate(scores)
 
-    @torch.no_grad()
     def __call__(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         return [self._detect(image) for image in images]
 
