@@ -1,12 +1,17 @@
-"""Wildlife pipeline throughput on this machine, the same images in one run:
+"""Wildlife pipeline throughput on this machine, every variant on the same images in one run:
 
-- one image at a time against batches (the detector, coarse and expert nodes batch their inputs);
-- the cascade (coarse group -> that group's expert) against running every expert on every detection.
+- the default: NanoDet-m fused with activation-map regions, crops and the whole photo, coarse groups
+  from Lite0 (Lite2 when unsure), and the group's Lite2 expert; one image at a time and in batches;
+- the realistic alternative: the same detector, but one Lite2 pass per crop answering both the
+  group and the species (no cheap coarse model);
+- activation maps alone as the detector (the pipeline before NanoDet).
 
-The default experts share one EfficientNet-Lite2, so "every expert" means one Lite2 pass per group per
-detection: what separate expert models would cost.
+(The default experts share one Lite2, which runs once per crop whichever experts ask, so asking every
+expert costs what asking one does; separate expert models would each cost a pass.)
 
-    PYTHONPATH=.. python wildlife.py            (from bench/)
+All variants batch the same way, use channels-last classifiers, and run on the same threads.
+
+    PYTHONPATH=.. python wildlife.py [--photos DIR]        (from bench/)
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ from PIL import Image
 from common import environment
 from qformer.images import load_image
 from qformer.wildlife import WildlifePipeline
+from qformer.wildlife.batch import find_images
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def images() -> list[Image.Image]:
-    photos = [load_image(str(p)) for p in sorted(SAMPLES.glob("*.jpg"))]
+def images(photos: str | None) -> list[Image.Image]:
+    found = [load_image(str(p)) for p in sorted(SAMPLES.glob("*.jpg"))]
+    if photos:
+        files, _ = find_images([photos])
+        found += [load_image(f) for f in files]
     cat = load_image(str(SAMPLES / "chelsea.jpg"))
     pair = Image.new("RGB", (cat.width * 5 // 2, cat.height), (120, 140, 110))
     pair.paste(cat, (0, 0))
     pair.paste(cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (cat.width * 3 // 2, 0))
-    return photos + [pair, cat.rotate(8), cat.resize((cat.width // 2, cat.height // 2)), pair.resize((400, 160))]
+    return found + [pair, cat.rotate(8), cat.resize((cat.width // 2, cat.height // 2))]
 
 
 def run(pipeline: WildlifePipeline, photos: list[Image.Image], batch: int) -> tuple[float, int]:
@@ -46,24 +55,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--photos", help="a folder of more photos to time (e.g. runs/wildlife-photos)")
     args = parser.parse_args()
-    photos = images()
-    variants = [("cascade, one at a time", True, 1), (f"cascade, batches of {args.batch}", True, args.batch),
-                ("every expert, one at a time", False, 1), (f"every expert, batches of {args.batch}", False, args.batch)]
+    photos = images(args.photos)
     base = WildlifePipeline.default()
+
+    def variant(detector=None, coarse=None, strong=True, batch=args.batch):
+        return WildlifePipeline(detector or base.detector, coarse or base.coarse, base.experts, base.knowledge,
+                                strong_coarse=base.strong_coarse if strong else None,
+                                batch_size=batch), batch
+
+    variants = {
+        "default: NanoDet + activation maps, one at a time": variant(batch=1),
+        f"default: NanoDet + activation maps, batches of {args.batch}": variant(),
+        "one Lite2 pass per crop for group and species": variant(coarse=base.strong_coarse, strong=False),
+        "activation maps only (no NanoDet)": variant(detector=base.detector.regions),
+    }
     rows = []
-    for name, cascade, batch in variants:
-        pipeline = WildlifePipeline(base.detector, base.coarse, base.experts, base.knowledge,
-                                    strong_coarse=base.strong_coarse, cascade=cascade, batch_size=batch)
+    for name, (pipeline, batch) in variants.items():
         run(pipeline, photos[:2], batch)  # warm-up
         seconds, detections = min(run(pipeline, photos, batch) for _ in range(args.repeats))
         rows.append((name, seconds, detections))
     print(environment(torch.device("cpu")))
-    print(f"{len(photos)} images (the bundled photos, and the cat pasted twice side by side, rotated and halved), best of {args.repeats}\n")
-    print("| variant | s | images/s | detections | vs cascade, one at a time |")
+    print(f"{len(photos)} images (the bundled photos{', ' + args.photos if args.photos else ''}, and the cat "
+          f"twice side by side, rotated and halved), best of {args.repeats}\n")
+    print("| variant | s | images/s | detections | vs default in batches |")
     print("|---|---:|---:|---:|---:|")
     for name, seconds, detections in rows:
-        print(f"| {name} | {seconds:.2f} | {len(photos) / seconds:.2f} | {detections} | {rows[0][1] / seconds:.2f}x |")
+        print(f"| {name} | {seconds:.2f} | {len(photos) / seconds:.2f} | {detections} | {rows[1][1] / seconds:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import qformer
 from qformer.attention_maps import heatmaps
 from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
+from qformer.wildlife.batch import describe_detector
 from qformer.wildlife.knowledge import check_country
 from qformer.wildlife.megadetector import to_megadetector, write_json
 from qformer.wildlife.summary import IUCN
@@ -167,7 +168,8 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
              a.prediction_source] for k, a in enumerate(result.animals, 1)]
     cards = "\n\n".join(card(k, a) for k, a in enumerate(result.animals, 1)) or "No animal found in this photo."
     report = Path(tempfile.mkdtemp(prefix="qformer-")) / "megadetector.json"
-    write_json(to_megadetector([result], "CamDetector (EfficientNet-Lite0)", "EfficientNet-Lite2 experts"), report)
+    pipeline = models.wildlife()
+    write_json(to_megadetector([result], describe_detector(pipeline.detector), "EfficientNet-Lite2 experts"), report)
     return draw_boxes(image, result.animals), cards, rows, str(report), f"Found {len(result.animals)}."
 
 

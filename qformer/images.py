@@ -106,6 +106,19 @@ def network_size(width: int, height: int, short_side: int, max_aspect: float = M
     return (min(longest, max(short_side, round(width * scale))), min(longest, max(short_side, round(height * scale))))
 
 
+
+def letterbox(image: Image.Image, size: int, fill: tuple[int, int, int] = (124, 116, 104)) -> Image.Image:
+    """`image` scaled so its long side is `size`, centred on a `size` x `size` canvas of `fill` (ImageNet's
+    mean colour by default). A classifier then sees the whole object, where a centre crop of a long
+    crop would cut off its head or tail. Memory is bounded by `size`, whatever the input's shape."""
+    width, height = image.size
+    scale = size / max(width, height)
+    scaled = image.convert("RGB").resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                                         Image.Resampling.BICUBIC, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(scaled, ((size - scaled.width) // 2, (size - scaled.height) // 2))
+    return canvas
+
 def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:

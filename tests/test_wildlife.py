@@ -13,7 +13,7 @@ from PIL import Image
 
 from qformer.cli import main
 from qformer.images import ImageLoadError, load_image
-from qformer.wildlife import GROUPS, Knowledge, MegaDetector, TorchvisionDetector, WildlifePipeline, identify
+from qformer.wildlife import GROUPS, Knowledge, MegaDetector, Thresholds, TorchvisionDetector, WildlifePipeline, identify
 from qformer.wildlife.megadetector import to_megadetector
 
 IUCN_CATEGORIES = {"LC", "NT", "VU", "EN", "CR", "EW", "EX", "DD", "NA"}
@@ -109,7 +109,7 @@ def test_two_animals_in_one_photo_get_two_boxes(pipeline, cat):
 
 
 def test_country_filter_rolls_up_a_species_not_found_there(cat):
-    pipeline = WildlifePipeline.default(country="AUS", species_threshold=0.9)  # above the species, below its class
+    pipeline = WildlifePipeline.default(country="AUS", thresholds=Thresholds(species=0.9))  # above the species, below its class
     (animal,) = pipeline([cat])[0].animals
     assert animal.rank in ("genus", "family", "order", "class") and animal.prediction_source == "rollup"
 
@@ -330,7 +330,7 @@ def test_wildlife_evaluation_scores_labelled_photos(tmp_path):
     metrics = report["metrics"]
     assert metrics["animal_photos"] == 1 and metrics["coarse_group_accuracy"] == 1.0
     assert metrics["species_or_genus_accuracy"] == 1.0 and metrics["confident_wrong"] == 0
-    assert metrics["person_recall"] == 0.0, "the activation-map detector knows no people"
+    assert metrics["person_recall"] == 1.0 and metrics["person_precision"] == 1.0
     assert report["photos"][0]["answer"] == "domestic cat"
     labels.write_text("file,animals,group,taxa,people\nchelsea.jpg,1,dragons,x,0\n")
     with pytest.raises(ValueError, match="group 'dragons'"):

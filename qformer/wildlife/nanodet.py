@@ -40,6 +40,9 @@ ANIMALS = {"bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "z
 VEHICLES = {"bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat"}
 
 
+_CATEGORY_IDS = {"animal": 0, "person": 1, "vehicle": 2}
+
+
 def category_of(index: int) -> str | None:
     """MegaDetector's category for one of NanoDet's 80 classes (COCO's, numbered without gaps, unlike
     torchvision's 91 ids), or None for the rest."""
@@ -71,6 +74,7 @@ class NanoDet:
         self.score_names = sorted((n for n, o in outputs.items() if o.shape[-1] == len(COCO_NAMES)))
         self.box_names = sorted((n for n, o in outputs.items() if o.shape[-1] == 4 * BINS))
         self.min_conf, self.iou, self.all_classes = min_conf, iou, all_classes
+        self.name = "NanoDet-m (COCO)"
         self.centres = [self._centres(stride) for stride in STRIDES]
 
     @staticmethod
@@ -110,7 +114,10 @@ class NanoDet:
         conf = scores[np.arange(len(scores)), best]
         keep = conf >= self.min_conf
         boxes, conf, best = torch.from_numpy(boxes[keep]), torch.from_numpy(conf[keep]), torch.from_numpy(best[keep])
-        kept = torchvision.ops.batched_nms(boxes, conf, best, self.iou)
+        # wildlife asks what kind of thing a box holds, so a dog box and a cat box over one animal are
+        # duplicates: suppression runs per MegaDetector category; with every class, per COCO class
+        groups = best if self.all_classes else torch.tensor([_CATEGORY_IDS.get(category_of(int(k)), 3) for k in best])
+        kept = torchvision.ops.batched_nms(boxes, conf, groups, self.iou)
         detections = []
         for i in kept.tolist():
             category = category_of(int(best[i]))
