@@ -12,12 +12,15 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
 import qformer
 from qformer.attention_maps import heatmaps
+from qformer.factory import DEFAULT_MODEL
+from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner, load_captioner
 from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import describe_detector
@@ -58,6 +61,7 @@ class Models:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()  # held only for bookkeeping, never while a model loads
         self._wildlife: WildlifePipeline | None = None
+        self._grounded: Captioner | None = None
         self._wildlife_lock = threading.Lock()
 
     def resolve(self, name: str | None) -> str:
@@ -85,6 +89,20 @@ class Models:
                     self._bridges.popitem(last=False)
             return model
 
+    def captioner(self, name: str | None) -> Captioner:
+        """The routed default (photos grounded, drawings to the bridge), or the chosen bridge alone."""
+        key = self.resolve(name)
+        bridge = BridgeCaptioner(self.bridge(key))
+        if key != DEFAULT_MODEL:
+            return bridge
+        with self._wildlife_lock:
+            if self._grounded is None:
+                self._grounded = load_captioner("default")
+            routed = self._grounded
+        if not isinstance(routed, RoutedCaptioner):  # the photo extras are not installed
+            return bridge
+        return RoutedCaptioner(bridge, routed.grounded, routed.router)
+
     def wildlife(self) -> WildlifePipeline:
         with self._wildlife_lock:
             if self._wildlife is None:
@@ -102,17 +120,32 @@ def caption_and_ask(models: Models, path: str | None, model_name: str, question:
                     num_beams: int):
     try:
         image = _open(path)
-        model = models.bridge(model_name)
+        captioner = models.captioner(model_name)
         options = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams)}
-        caption = model.caption([image], **options)[0]
-        answer = model.ask([image], [question], **options)[0] if question.strip() else ""
-        return caption, answer, heatmaps(model, image), "Done."
+        (caption,) = captioner.caption([image], **options)
+        reply = captioner.ask([image], [question], **options)[0] if question.strip() else None
+        # the upload itself (with what was found, when grounded), then where the bridge's queries looked
+        shown = draw_boxes(image, _boxes(caption.facts)) if caption.facts else image
+        gallery = [(shown, "your image")] + heatmaps(models.bridge(model_name), image)
+        return caption.text, reply.text if reply else "", gallery, "Done. " + route_note(caption)
     except ImageLoadError as e:
         return "", "", [], f"**Could not read the upload:** {e.reason}"
     except ModelNotAllowed as e:
         return "", "", [], f"**Model:** {e}"
     except (KeyError, OSError, ValueError) as e:  # a model that failed to load, an overlong question
         return "", "", [], f"**Could not run:** {e}"
+
+
+def route_note(answer: Answer) -> str:
+    if answer.source == "bridge":
+        return "**Route:** the trained bridge (a drawing, or a bridge you chose)."
+    things = "; ".join(f"{t.count} × {t.name} ({t.where}, {t.colour or 'no colour'}, from the {t.source})"
+                       for t in answer.facts.things) or "nothing nameable"
+    return f"**Route:** grounded (a photo). **Facts:** {things}."
+
+
+def _boxes(facts: Facts) -> list:
+    return [SimpleNamespace(box=box, name=f"{t.name}", category=None) for t in facts.things for box in t.boxes]
 
 
 BOX_COLOUR = (255, 200, 0)
@@ -196,7 +229,8 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
                     caption = gr.Textbox(label="Caption", elem_id="caption-out")
                     answer = gr.Textbox(label="Answer", elem_id="answer-out")
                     status = gr.Markdown(elem_id="caption-status")
-                    gallery = gr.Gallery(label="Where the queries looked (cross-attention)", columns=4, height=260)
+                    gallery = gr.Gallery(label="Your image, then where the bridge's queries looked (cross-attention)",
+                                         columns=4, height=260)
             gr.Examples(examples, inputs=image)
             run.click(lambda *a: caption_and_ask(models, *a), [image, model_name, question, max_new_tokens, num_beams],
                       [caption, answer, gallery, status], api_name="caption")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import ImageInput, load_image
+from .images import MAX_ASPECT, ImageInput, load_image
 
 
 @torch.no_grad()
@@ -60,10 +60,30 @@ def heatmaps(model, image: ImageInput, max_queries: int = 8) -> list[tuple[Image
     maps = maps[:, skip:].reshape(-1, side, side)
     focus = maps.flatten(1).max(-1).values  # the queries whose attention is most peaked come first
     order = focus.argsort(descending=True)[:max_queries]
+    left, top, right, bottom = seen_box(getattr(model.vision, "preprocessor", None), *photo.size)
+    photo = photo.convert("RGB")
+    seen = photo.crop((left, top, right, bottom))
     overlays = []
     for q in order.tolist():
         heat = maps[q] / maps[q].max().clamp_min(1e-12)
-        heat = Image.fromarray((heat.numpy() * 255).astype(np.uint8)).resize(photo.size, Image.Resampling.BICUBIC)
-        red = Image.merge("RGB", (heat, Image.new("L", photo.size, 0), Image.new("L", photo.size, 0)))
-        overlays.append((Image.blend(photo.convert("RGB"), red, 0.5), f"query {q}: peak {float(focus[q]):.2f}"))
+        heat = Image.fromarray((heat.numpy() * 255).astype(np.uint8)).resize(seen.size, Image.Resampling.BICUBIC)
+        red = Image.merge("RGB", (heat, Image.new("L", seen.size, 0), Image.new("L", seen.size, 0)))
+        overlay = photo.copy()  # painted only where the encoder looked: a centre crop never saw the edges
+        overlay.paste(Image.blend(seen, red, 0.5), (left, top))
+        overlays.append((overlay, f"query {q}: peak {float(focus[q]):.2f}"))
     return overlays
+
+
+def seen_box(preprocess, width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom): the part of a width x height photo the encoder's preprocessing keeps.
+    Squashing keeps all of it; timm-style preprocessing first cuts extreme shapes to `MAX_ASPECT`,
+    scales the short side to size / crop_pct, and keeps the centre size x size."""
+    crop_pct = getattr(preprocess, "crop_pct", None)
+    if crop_pct is None:
+        return 0, 0, width, height
+    kept_w, kept_h = min(width, int(height * MAX_ASPECT)), min(height, int(width * MAX_ASPECT))
+    x0, y0 = (width - kept_w) // 2, (height - kept_h) // 2
+    scale = int(preprocess.size / crop_pct) / min(kept_w, kept_h)
+    side = preprocess.size / scale  # the centre square, in photo pixels
+    left, top = x0 + (kept_w - side) / 2, y0 + (kept_h - side) / 2
+    return round(max(0, left)), round(max(0, top)), round(min(width, left + side)), round(min(height, top + side))

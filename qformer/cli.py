@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default="default",
-                        help="preset name (see `qformer models`), folder or hub id (default: the shipped model)")
+                        help="'default' (photos to the grounded captioner, drawings to the shipped bridge), 'bridge' "
+                             "or 'grounded' (each path alone), or any preset (see `qformer models`), folder or hub id")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     common.add_argument("--max-new-tokens", type=positive_int, default=30)
@@ -148,8 +149,10 @@ def _run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if device is None:
         return EXIT_USAGE
+    from qformer.grounded import load_captioner
+
     try:
-        model = qformer.create_model(args.model).to(device).eval()
+        model = load_captioner(args.model, device)
     except (KeyError, ConfigError) as e:
         print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
         return EXIT_USAGE
@@ -160,12 +163,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "caption":
             images = args.images
-            texts = model.caption(images, prompt=args.prompt, return_exceptions=True, **generation)
-            records = [{"image": i, "caption": t} for i, t in zip(images, texts)]
+            answers = model.caption(images, prompt=args.prompt, return_exceptions=True, **generation)
+            records = [{"image": i, "caption": a} for i, a in zip(images, answers)]
         else:
-            images = [args.image]
-            texts = model.ask(images, [args.question], return_exceptions=True, **generation)
-            records = [{"image": args.image, "question": args.question, "answer": texts[0]}]
+            answers = model.ask([args.image], [args.question], return_exceptions=True, **generation)
+            records = [{"image": args.image, "question": args.question, "answer": answers[0]}]
     except ValueError as e:  # an empty or overlong question
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -257,6 +259,10 @@ def _report(records: list[dict], as_json: bool) -> int:
             print(f"qformer: {printable(str(record[value_key]))}", file=sys.stderr)
             record["error"] = record.pop(value_key).reason
             failed += 1
+        else:  # the text, which path gave it, and the facts a grounded answer came from
+            found = record.pop(value_key)
+            record.update({value_key: found.text, "source": found.source},
+                          **({"facts": found.facts.to_dict()} if found.facts else {}))
     if as_json:  # JSON escapes control characters itself
         print(json.dumps(records, indent=2, ensure_ascii=False))
     else:

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from qformer.compose import Chain, Graph, Node, Parallel, Route, mean, stacking, vote, weighted
+from qformer.compose import Chain, Graph, Node, Parallel, Route, Switch, mean, stacking, vote, weighted
 from qformer.config import LMConfig
 from qformer.llm import FrozenLM
 
@@ -88,6 +88,23 @@ def test_route_escalates_only_the_unsure():
     assert strong_calls == [5, 6, 7]
     assert [r["routed_to"] for r in results] == ["cheap"] * 5 + ["strong"] * 3
     assert results[7]["conf"] == 0.99 and "strong" in results[7].timings and "strong" not in results[0].timings
+
+
+def test_switch_runs_only_the_chosen_branch_per_input():
+    calls = {"small": [], "large": []}
+
+    def branch(name):
+        return Node(name, lambda xs: calls[name].append(list(xs)) or [f"{name}:{x}" for x in xs], ["x"], "y",
+                    batch_size=8)
+
+    switch = Switch("size", lambda s: "large" if s["x"] >= 10 else "small", {"small": branch("small"), "large": branch("large")})
+    results = Graph(switch).map([{"x": 3}, {"x": 30}, {"x": 4}])
+    assert [r["y"] for r in results] == ["small:3", "large:30", "small:4"]
+    assert [r["routed_to"] for r in results] == ["small", "large", "small"]
+    assert calls == {"small": [[3, 4]], "large": [[30]]}  # each branch batched its own inputs, once
+    assert "size -- large --> large" in Graph(switch).to_mermaid()
+    with pytest.raises(KeyError, match="chose"):
+        Graph(Switch("bad", lambda s: "nowhere", {"small": branch("small")}))(x=1)
 
 
 def test_graph_prints_as_mermaid():

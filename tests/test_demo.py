@@ -44,8 +44,8 @@ def client(server):
 def test_caption_and_wildlife_through_the_api(client):
     caption, answer, gallery, status = client.predict(handle_file(CAT), "default", "what is this?", 20, 1,
                                                       api_name="/caption")
-    assert caption and answer and status == "Done."
-    assert len(gallery) >= 1  # the queries' attention heatmaps
+    assert "cat" in caption and answer and status.startswith("Done.") and "grounded" in status and "cat" in status
+    assert len(gallery) >= 2  # the upload itself, then the queries' attention heatmaps
     boxes, cards, table, report, found = client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")
     assert "domestic cat" in cards and table["data"][0][1] == "domestic cat"
     assert Path(report).read_text().startswith("{") and boxes
@@ -85,7 +85,8 @@ def test_twenty_concurrent_requests_all_succeed(client):
 
     with ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(one, range(20)))
-    assert statuses == ["Done." if k % 2 == 0 else "Found 1." for k in range(20)]
+    assert [s.split(" ")[0] for s in statuses] == ["Done." if k % 2 == 0 else "Found" for k in range(20)]
+    assert all(s == "Found 1." for s in statuses[1::2])
     assert client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")[-1] == "Found 1."  # still up
 
 

