@@ -134,7 +134,10 @@ def _run(args: argparse.Namespace) -> int:
     from qformer.config import ConfigError
 
     if args.command == "models":
-        print("\n".join(qformer.list_models()))
+        from qformer.grounded.loading import PATH_NOTES
+
+        lines = [f"{name}  ({note})" for name, note in PATH_NOTES.items()]
+        print("\n".join(lines + [name for name in qformer.list_models() if name not in PATH_NOTES]))
         return 0
     if args.command == "convert":
         return _convert(args)

@@ -39,11 +39,11 @@ def _questions(questions: str | Sequence[str] | None, count: int) -> list[str | 
     questions = [questions] * count if isinstance(questions, str) else list(questions)
     if len(questions) != count:
         raise ValueError(f"ask() got {count} images but {len(questions)} questions")
-    for q in questions:
+    for k, q in enumerate(questions):
         if not isinstance(q, str) or not q.strip():
-            raise ValueError("a question is empty: ask something about the image")
+            raise ValueError(f"question {k} is empty; ask something about the image")
         if len(q) > MAX_QUESTION_CHARS:
-            raise ValueError(f"a question is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
+            raise ValueError(f"question {k} is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
     return questions
 
 

@@ -81,15 +81,19 @@ class FactFinder:
     meet: one detected animal takes the classifier's finer name when the classifier's best class is an
     animal at `rename` or more ("cat" -> "tabby cat"; NanoDet's "bird" on a lionfish -> "lionfish");
     an animal the detector missed is added when the classifier is `min_class` sure of it, or as its
-    group ("a bird") when the group's classes together reach `min_class`; an unsure person or thing
+    group ("a bird") when the group's classes together reach `min_class`; a detected animal the
+    classifier cannot name keeps NanoDet's COCO name only at `coco_sure` or more (NanoDet names
+    animals outside COCO after COCO's ten), else it is its group ("an animal"); an unsure person or thing
     (below `sure`) in a photo of an animal is dropped (NanoDet-m calls a close-up of a cat "person" at
     0.6); things other than animals need `min_object`; overlapping animal boxes are one animal."""
 
     def __init__(self, detector=None, classifier: ImageNetClassifier | None = None, min_class: float = 0.3,
-                 rename: float = 0.15, min_object: float = 0.5, sure: float = 0.7, knowledge: Knowledge | None = None):
+                 rename: float = 0.15, min_object: float = 0.5, sure: float = 0.7, coco_sure: float = 0.5,
+                 knowledge: Knowledge | None = None):
         self.detector = detector or NanoDet(all_classes=True)
         self.classifier = classifier or ImageNetClassifier(*LITE2)
         self.min_class, self.rename, self.min_object, self.sure = min_class, rename, min_object, sure
+        self.coco_sure = coco_sure
         self.names = imagenet_names()
         knowledge = knowledge or Knowledge.default()
         self.animal_classes = {c["index"] for c in knowledge.classes if c["group"]}
@@ -108,14 +112,23 @@ class FactFinder:
         best, best_p = int(probabilities.argmax()), float(probabilities.max())
         if best in self.animal_classes and best_p >= self.rename:
             return Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier", animal=True), True, best_p
-        groups: dict[str, float] = {}
-        for index, group in self.group_of.items():
-            groups[group] = groups.get(group, 0.0) + float(probabilities[index])
+        groups = self._group_sums(probabilities)
         group = max(groups, key=groups.get)
         if groups[group] >= self.min_class:
             return Thing(GROUP_NOUNS.get(group, "animal"), 1, [(0.0, 0.0, 1.0, 1.0)], groups[group], "classifier",
                          animal=True), False, best_p
         return None, False, best_p
+
+    def _group_sums(self, probabilities) -> dict[str, float]:
+        groups: dict[str, float] = {}
+        for index, group in self.group_of.items():
+            groups[group] = groups.get(group, 0.0) + float(probabilities[index])
+        return groups
+
+    def _group_noun(self, probabilities) -> str:
+        groups = self._group_sums(probabilities)
+        group = max(groups, key=groups.get)
+        return GROUP_NOUNS.get(group, "animal") if groups[group] >= self.min_class else "animal"
 
     def _kept(self, detections: list[Detection], animal_photo: bool) -> list[Detection]:
         animals: list[Detection] = []
@@ -142,13 +155,17 @@ class FactFinder:
             thing.boxes.append(d.box)
         things = sorted(grouped.values(), key=lambda t: -t.salience)
         animals = [t for t in things if t.animal]
-        if whole is not None and named:
-            if animals and len(animals) == 1 and animals[0].count == 1:  # one animal: the finer name
-                animals[0].name, animals[0].source = whole.name, "detector+classifier"
-            elif not animals and best_p >= self.min_class:
+        if whole is not None and named and animals and len(animals) == 1 and animals[0].count == 1:
+            animals[0].name, animals[0].source = whole.name, "detector+classifier"  # one animal: the finer name
+        elif whole is not None and named:
+            if not animals and best_p >= self.min_class:
                 things.insert(0, whole)  # an animal outside COCO's ten
         elif whole is not None and not animals:
             things.insert(0, whole)  # an animal, of a group, that no class names surely
+        for thing in animals:
+            if thing.source == "detector" and thing.score < self.coco_sure:
+                # NanoDet names animals outside COCO after COCO's ten ("cat" for a chimpanzee): unsure, say less
+                thing.name = self._group_noun(probabilities)
         if not things and best_p >= self.min_class:  # something COCO has no class for: "an espresso"
             best = int(probabilities.argmax())
             things.append(Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier"))

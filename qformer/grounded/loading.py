@@ -8,7 +8,9 @@ from ..extras import MissingExtra
 from .captioner import BridgeCaptioner, Captioner, GroundedCaptioner, RoutedCaptioner
 
 # "default" routes; "bridge" and "grounded" name its two paths, so each can be evaluated alone
-CAPTIONER_PRESETS = ("default", "bridge", "grounded")
+PATH_NOTES = {"default": "photos to the grounded captioner, drawings to the trained bridge",
+              "bridge": "the default's trained bridge alone", "grounded": "the default's photo path alone"}
+CAPTIONER_PRESETS = tuple(PATH_NOTES)
 
 
 def load_captioner(name: str = "default", device: str | None = None) -> Captioner:
