@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     direction.add_argument("--to-transformers", metavar="SRC", help="a qformer model: preset, folder or hub id")
     convert.add_argument("--out", required=True, help="folder to write")
 
+    export = commands.add_parser("export", help="export a bridge's visual path to ONNX (runs on onnxruntime)")
+    export.add_argument("--onnx", required=True, metavar="OUT_DIR", help="folder to write")
+    export.add_argument("--model", default="default", help="preset, folder or hub id (default: the shipped bridge)")
+    export.add_argument("--overwrite", action="store_true", help="replace the files already in OUT_DIR")
+
     wildlife = commands.add_parser("wildlife", help="find, name and describe the animals in photos")
     wildlife.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     wildlife.add_argument("--out", help="write MegaDetector-format JSON here (batch mode, resumable)")
@@ -141,6 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "convert":
         return _convert(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "wildlife":
         return _wildlife(args)
     if args.command == "demo":
@@ -190,6 +197,31 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import qformer
+    from qformer.config import ConfigError
+    from qformer.onnx_export import export_onnx
+
+    try:
+        model = qformer.create_model(args.model).eval()
+    except (KeyError, ConfigError) as e:
+        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError) as e:
+        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        manifest = export_onnx(model, args.onnx, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as e:
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    visual = manifest["visual_prompt"]
+    print(f"wrote {printable(args.onnx)}: {visual['file']} (largest difference from torch "
+          f"{visual['max_abs_error_vs_torch']:.1e}); the language model runs in {manifest['language_model']['engine']}: "
+          f"{manifest['language_model']['why']}")
     return 0
 
 

@@ -68,4 +68,9 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
             f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
             "not a folder, and not a hub id of the form owner/name"
         )
-    return Blip2.from_pretrained(name_or_path, **overrides)
+    model = Blip2.from_pretrained(name_or_path, **overrides)
+    from .onnx_export import OnnxVisualPrompt, is_exported
+
+    if Path(name_or_path).is_dir() and is_exported(name_or_path):
+        model.onnx_visual = OnnxVisualPrompt(name_or_path)  # the visual path runs on onnxruntime
+    return model

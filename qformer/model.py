@@ -51,6 +51,7 @@ class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["
         # step 3: the frozen LM and the projection into its embedding space
         self.lm = FrozenLM(config.lm) if config.lm is not None else None
         self.projection = nn.Linear(qformer_config.hidden_size, self.lm.hidden_size) if self.lm else None
+        self.onnx_visual = None  # an OnnxVisualPrompt, set when loaded from an ONNX export
         self.config = dataclasses.replace(config, qformer=qformer_config)
         # step 4: the processor that makes this model's tensors (it holds no weights, and pickles)
         self.processor = Blip2Processor(self.vision.preprocessor, qformer_config, self.lm.tokenizer if self.lm else None,
@@ -84,7 +85,11 @@ class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["
         return self.qformer(image_tokens)  # (B, Q, D)
 
     def visual_prompt(self, pixels: Pixels) -> torch.Tensor:
-        """The soft prompt for the LM: projected query outputs, `(B, Q, D_lm)`."""
+        """The soft prompt for the LM: projected query outputs, `(B, Q, D_lm)`; on onnxruntime when the
+        bridge was loaded from an ONNX export (`qformer export --onnx`)."""
+        if self.onnx_visual is not None:
+            self._require_lm("map queries into a language model")
+            return self.onnx_visual(pixels).to(self.device, self.lm.dtype)
         return self.project(self.query_outputs(self.encode_images(pixels)))
 
     def project(self, query_outputs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,121 @@
+"""ONNX export of the visual path: vision encoder -> Q-Former -> projection, one graph with a dynamic
+batch, which turns pixels into the language model's soft prompt. `create_model(folder)` then runs
+it on onnxruntime.
+
+The folder is a normal saved bridge (config.json, model.safetensors) plus `visual_prompt.onnx` and
+`onnx.json`, which records the graph's SHA-256 and which engine runs the language model. The LM stays
+in torch: exporting it with a KV cache needs optimum-onnx, whose support depends on the architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .extras import require
+from .files import write_text_atomically
+
+VISUAL_GRAPH = "visual_prompt.onnx"
+MANIFEST = "onnx.json"
+OPSET = 18
+PARITY = 1e-4  # the export is checked against torch before it is kept
+
+
+class VisualPromptGraph(nn.Module):
+    """pixels (B, 3, H, W) -> visual prompt (B, Q, D_lm), in float32."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.model.vision(pixels)
+        return nn.functional.linear(self.model.query_outputs(tokens).float(), self.model.projection.weight.float(),
+                                    self.model.projection.bias.float())
+
+
+def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
+    """Write the bridge and its visual graph to `out_dir`; return the manifest. Nothing is written
+    unless the graph matches torch within `PARITY` on a random batch of two."""
+    ort = require("onnxruntime", "ONNX export")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already holds files; pass --overwrite to replace them, or choose another folder")
+    if model.projection is None:
+        raise ValueError("this bridge has no language model, so it has no visual prompt to export")
+    preprocess = model.vision.preprocessor
+    if not hasattr(preprocess, "size"):
+        raise ValueError(f"{type(model.vision).__name__} takes several inputs per image; only one-tensor encoders export")
+    was_training = model.training
+    graph = VisualPromptGraph(model).eval()
+    pixels = torch.randn(2, 3, preprocess.size, preprocess.size)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        staged = Path(tmp) / "export"
+        model.save_pretrained(staged)
+        try:
+            with warnings.catch_warnings():
+                # the Q-Former's branches on text length are fixed for a query-only graph, as the tracer warns
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(graph, (pixels,), str(staged / VISUAL_GRAPH), input_names=["pixel_values"],
+                                  output_names=["visual_prompt"], opset_version=OPSET, dynamo=False,
+                                  dynamic_axes={"pixel_values": {0: "batch"}, "visual_prompt": {0: "batch"}})
+            with torch.no_grad():
+                expected = graph.eval()(pixels)
+        finally:
+            model.train(was_training)  # the wrapper's eval() and the exporter reach the model's modules
+        session = ort.InferenceSession(str(staged / VISUAL_GRAPH), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"pixel_values": pixels.numpy()})[0])
+        error = float((got - expected).abs().max())
+        if error > PARITY:
+            raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more than {PARITY}); not written")
+        manifest = {
+            "visual_prompt": {"file": VISUAL_GRAPH, "sha256": _sha256(staged / VISUAL_GRAPH), "opset": OPSET,
+                              "max_abs_error_vs_torch": error},
+            "language_model": {"engine": "torch", "why": "exporting the language model with a KV cache needs "
+                               "optimum-onnx; the torch LM runs it"},
+        }
+        write_text_atomically(staged / MANIFEST, json.dumps(manifest, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged), str(out))
+    return manifest
+
+
+class OnnxVisualPrompt:
+    """The exported visual graph on onnxruntime: `graph(pixels)` -> (B, Q, D_lm) float32 tensor."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        ort = require("onnxruntime", "running an exported bridge")
+        folder = Path(folder)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        entry = manifest["visual_prompt"]
+        if entry.get("file") != VISUAL_GRAPH:
+            raise ValueError(f"{folder / MANIFEST}: the visual graph must be {VISUAL_GRAPH}, not {entry.get('file')!r}")
+        data = (folder / VISUAL_GRAPH).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise ValueError(f"{folder / VISUAL_GRAPH}: its SHA-256 does not match {MANIFEST}; the file is damaged "
+                             "or was changed. Export again with `qformer export --onnx`")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # from bytes: a graph that names external data files cannot reach outside the folder
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"pixel_values": pixels.float().cpu().numpy()})[0])
+
+
+def is_exported(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,59 @@
+"""ONNX export of the visual path: parity with torch, identical greedy tokens, safe loading, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+import qformer
+from qformer.cli import main
+from qformer.onnx_export import MANIFEST, VISUAL_GRAPH, export_onnx
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "default"])
+def test_exported_visual_prompt_and_greedy_tokens_match_torch(name, tmp_path, photos):
+    model = qformer.create_model(name).eval()
+    manifest = export_onnx(model, tmp_path / "onnx")
+    assert manifest["visual_prompt"]["max_abs_error_vs_torch"] <= 1e-4
+    assert manifest["language_model"]["engine"] == "torch"
+    exported = qformer.create_model(str(tmp_path / "onnx"))
+    assert exported.onnx_visual is not None and model.onnx_visual is None
+    pixels, _ = model.load_images(photos)
+    with torch.no_grad():
+        assert (exported.visual_prompt(pixels) - model.visual_prompt(pixels)).abs().max() <= 1e-4
+    assert exported.caption(photos, max_new_tokens=8) == model.caption(photos, max_new_tokens=8)
+    assert exported.ask(photos[:1], "what is this?") == model.ask(photos[:1], "what is this?")
+
+
+def test_export_keeps_the_model_mode_and_refuses_to_overwrite(tmp_path):
+    model = qformer.create_model("tiny-random").train()
+    export_onnx(model, tmp_path / "out")
+    assert model.training and model.qformer.layers[0].query_ffn.training
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_onnx(model, tmp_path / "out")
+    export_onnx(model, tmp_path / "out", overwrite=True)
+
+
+def test_a_changed_graph_is_refused_by_name(tmp_path):
+    export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
+    graph = tmp_path / "out" / VISUAL_GRAPH
+    graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ValueError, match="visual_prompt.onnx: its SHA-256 does not match"):
+        qformer.create_model(str(tmp_path / "out"))
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    manifest["visual_prompt"]["file"] = "../../elsewhere.onnx"
+    (tmp_path / "out" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="must be visual_prompt.onnx"):
+        qformer.create_model(str(tmp_path / "out"))
+
+
+def test_cli_export_then_caption(tmp_path, cat, capsys):
+    cat_file = str(tmp_path / "cat.jpg")
+    cat.save(cat_file)
+    out = tmp_path / "exported"
+    assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 0
+    assert "visual_prompt.onnx" in capsys.readouterr().out
+    assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["caption", cat_file, "--model", str(out), "--max-new-tokens", "4"]) == 0
+    assert main(["export", "--onnx", str(tmp_path / "x"), "--model", "no-such-model"]) == 2
