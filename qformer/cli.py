@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife.add_argument("--device", default="auto")
     wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
 
+    serve = commands.add_parser("serve", help="serve captions, answers and wildlife reports over HTTP (Ray Serve)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", default="default", help="the captioner: default, bridge, grounded or a bridge")
+    serve.add_argument("--replicas", type=positive_int, default=1, help="replicas of each model deployment")
+
     demo = commands.add_parser("demo", help="start the web demo (Gradio)")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     demo.add_argument("--port", type=int, default=7860)
@@ -150,6 +156,12 @@ def _run(args: argparse.Namespace) -> int:
         return _export(args)
     if args.command == "wildlife":
         return _wildlife(args)
+    if args.command == "serve":
+        require("ray", "qformer serve")
+        from .serving.run import serve_locally
+
+        serve_locally(args.host, args.port, args.model, args.replicas)
+        return 0
     if args.command == "demo":
         require("gradio", "qformer demo")
         from .demo.app import launch

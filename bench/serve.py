@@ -1,0 +1,97 @@
+"""Serving throughput and latency on this machine, in one run: the same photo captioned (routed
+default) and reported (wildlife) in-process from client threads, and through `qformer serve` (Ray
+Serve, HTTP on 127.0.0.1, adaptive batching), at 1, 4 and 16 concurrent clients.
+
+    PYTHONPATH=.. python serve.py [--requests 48]        (from bench/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+import torch
+
+from common import environment
+from qformer.grounded import load_captioner
+from qformer.images import load_image
+from qformer.wildlife import WildlifePipeline
+
+PHOTO = Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg"
+CLIENTS = (1, 4, 16)
+
+
+def measure(call, clients: int, count: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p95 ms) of `count` calls from `clients` threads."""
+    def timed(_):
+        begin = time.perf_counter()
+        call()
+        return (time.perf_counter() - begin) * 1e3
+
+    call()  # warm
+    begin = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(pool.map(timed, range(count)))
+    seconds = time.perf_counter() - begin
+    return count / seconds, statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).ok:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError("qformer serve did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=48)
+    args = parser.parse_args()
+    data = PHOTO.read_bytes()
+    rows = []
+    captioner, pipeline = load_captioner("default"), WildlifePipeline.default()
+    local = {"caption": lambda: captioner.caption([load_image(data)]), "wildlife": lambda: pipeline([load_image(data)])}
+    for endpoint, call in local.items():
+        for clients in CLIENTS:
+            rows.append(("in-process", endpoint, clients, *measure(call, clients, args.requests)))
+    del captioner, pipeline
+    process, url = start_server()
+    try:
+        for endpoint in local:
+            def call(endpoint=endpoint):
+                response = requests.post(f"{url}/{endpoint}", files={"image": ("chelsea.jpg", data)}, timeout=300)
+                response.raise_for_status()
+
+            for clients in CLIENTS:
+                rows.append(("Ray Serve (HTTP, batching)", endpoint, clients, *measure(call, clients, args.requests)))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    print(environment(torch.device("cpu")) + f" | {args.requests} requests per row, the cat photo")
+    print("\n| engine | endpoint | clients | requests/s | p50 ms | p95 ms |")
+    print("|---|---|---:|---:|---:|---:|")
+    for engine, endpoint, clients, rate, p50, p95 in sorted(rows, key=lambda r: (r[1], r[2], r[0])):
+        print(f"| {engine} | {endpoint} | {clients} | {rate:.1f} | {p50:.0f} | {p95:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

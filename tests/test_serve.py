@@ -1,0 +1,104 @@
+"""`qformer serve` on Ray Serve, on 127.0.0.1 only: answers, 50 concurrent requests, bad uploads get
+a 4xx with a sentence while the server keeps serving, and shutdown leaves no process behind."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+pytest.importorskip("ray")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replicas() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "ServeReplica:qformer" in line or "qformer serve --port" in line]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail(f"the server did not start: {process.stdout.read()[-2000:]}")
+    yield url, process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
+    return requests.post(f"{url}{path}", files={"image": (name, data)}, data=form, timeout=120)
+
+
+def test_caption_ask_and_wildlife(server):
+    url, _ = server
+    cat = (SAMPLES / "chelsea.jpg").read_bytes()
+    caption = post(url, "/caption", cat).json()
+    assert caption["source"] == "grounded" and "cat" in caption["text"]
+    assert post(url, "/ask", (SAMPLES / "scene.png").read_bytes(), "scene.png",
+                question="what colour is the circle?").json()["source"] == "bridge"
+    report = post(url, "/wildlife", cat, "chelsea.jpg").json()
+    assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
+    assert requests.get(f"{url}/openapi.json", timeout=10).json()["paths"].keys() >= {"/caption", "/ask", "/wildlife"}
+
+
+def test_fifty_concurrent_requests_all_succeed(server):
+    url, _ = server
+    cat = (SAMPLES / "chelsea.jpg").read_bytes()
+
+    def one(k: int) -> int:
+        return post(url, "/wildlife" if k % 2 else "/caption", cat).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(one, range(50)))
+    assert codes == [200] * 50
+
+
+def test_bad_uploads_get_a_4xx_with_a_sentence_and_the_server_keeps_serving(server):
+    url, _ = server
+    bomb = io.BytesIO()
+    Image.new("1", (12000, 8000)).save(bomb, format="PNG")  # 96 megapixels in a few kB
+    cases = {"notes.txt": (b"not a photo", 400), "corrupt.jpg": (b"\xff\xd8\xff\xe0 truncated", 400),
+             "bomb.png": (bomb.getvalue(), 400), "huge.jpg": (b"\0" * (21 * 2**20), 413)}
+    for name, (data, code) in cases.items():
+        response = post(url, "/caption", data, name)
+        assert response.status_code == code, (name, response.text)
+        assert len(response.json()["detail"]) > 20
+    assert post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question="  ").status_code == 422
+    assert post(url, "/caption", (SAMPLES / "chelsea.jpg").read_bytes()).status_code == 200
+
+
+def test_shutdown_leaves_no_process_behind(server):
+    _, process = server
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    deadline = time.time() + 60
+    while replicas() and time.time() < deadline:
+        time.sleep(1)
+    assert replicas() == []
