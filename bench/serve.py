@@ -73,7 +73,6 @@ def main() -> None:
     for endpoint, call in local.items():
         for clients in CLIENTS:
             rows.append(("in-process", endpoint, clients, *measure(call, clients, args.requests)))
-    del captioner, pipeline
     process, url = start_server()
     try:
         for endpoint in local:
