@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
                           help="use a head trained by `python -m qformer.training.expert` for a group, e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
+    wildlife.add_argument("--engine", choices=("local", "ray"), default="local",
+                          help="local: this process (or torchrun's); ray: Ray Data over a pool of actors")
+    wildlife.add_argument("--actors", type=positive_int, default=2, help="Ray Data actors, each with its own models")
     wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
 
     serve = commands.add_parser("serve", help="serve captions, answers and wildlife reports over HTTP (Ray Serve)")
@@ -267,8 +270,18 @@ def _wildlife(args: argparse.Namespace) -> int:
         print(f"qformer: no images found in {', '.join(map(printable, args.images))} (looked for image files "
               "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    pipeline = WildlifePipeline.default(device, expert_heads=heads, country=country,
-                                        batch_size=args.batch_size, thresholds=Thresholds(species=args.threshold))
+    options = {"expert_heads": heads, "country": country, "batch_size": args.batch_size,
+               "thresholds": Thresholds(species=args.threshold)}
+    if args.engine == "ray":
+        if not args.out:
+            print("qformer: --engine ray is for batch runs: add --out results.json", file=sys.stderr)
+            return EXIT_USAGE
+        require("ray", "qformer wildlife --engine ray")
+        from qformer.serving.ray_data import RayWildlife
+
+        pipeline = RayWildlife(actors=args.actors, **options)
+    else:
+        pipeline = WildlifePipeline.default(device, **options)
     if args.out:
         try:
             data = run_batch(pipeline, args.images, args.out, resume=args.resume, overwrite=args.overwrite,

@@ -2,6 +2,7 @@
 a 4xx with a sentence while the server keeps serving, and shutdown leaves no process behind."""
 
 import io
+import json
 import os
 import signal
 import socket
@@ -102,3 +103,23 @@ def test_shutdown_leaves_no_process_behind(server):
     while replicas() and time.time() < deadline:
         time.sleep(1)
     assert replicas() == []
+
+
+def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg"):
+        (photos / name).write_bytes((SAMPLES / name).read_bytes())
+    cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "mirrored.png")
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.json"
+        run = subprocess.run([sys.executable, "-m", "qformer", "wildlife", str(photos), "--out", str(out),
+                              "--engine", engine, "--actors", "2"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 1, run.stderr[-2000:]  # one unreadable file, reported; the others done
+        outputs[engine] = json.loads(out.read_text())
+    assert outputs["ray"]["images"] == outputs["local"]["images"]
+    assert outputs["ray"]["info"]["detector"] == outputs["local"]["info"]["detector"]
+    assert subprocess.run([sys.executable, "-m", "qformer", "wildlife", str(photos), "--engine", "ray"],
+                          capture_output=True, text=True, timeout=120).returncode == 2  # needs --out

@@ -141,8 +141,9 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
     bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="img", desc="wildlife",
                disable=not progress or not state.is_local_main_process)
     since_checkpoint = 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    step = getattr(pipeline, "chunk_size", batch_size)  # an engine that schedules its own batches takes more at once
+    for start in range(0, len(todo), step):
+        chunk = todo[start : start + step]
         for result in pipeline(chunk, workers=workers):
             done[result.file] = result.to_dict()
         since_checkpoint += len(chunk)
@@ -160,15 +161,23 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
         merged.update(_checkpointed(partial_path(out, rank)))
     order = list(finished) + [f for f in found if f not in finished]
     results = [ImageResult.from_dict(merged[f]) for f in order if f in merged]
-    # the detector's own threshold, as the format lets a batch file recommend one to downstream tools
-    threshold = getattr(pipeline.detector, "min_conf", getattr(pipeline.detector, "min_animal", None))
-    metadata = {"typical_detection_threshold": threshold} if threshold is not None else None
-    data = to_megadetector(results, detector=describe_detector(pipeline.detector), classifier=_describe(pipeline),
-                           detector_metadata=metadata)
+    detector, classifier, metadata = describe_run(pipeline)
+    data = to_megadetector(results, detector=detector, classifier=classifier, detector_metadata=metadata)
     write_json(data, out)
     for rank in range(state.num_processes):
         partial_path(out, rank).unlink(missing_ok=True)
     return data
+
+
+def describe_run(pipeline) -> tuple[str, str, dict | None]:
+    """(detector, classifier, detector metadata) for the results file; an engine that runs the pipeline
+    elsewhere says it through its own `describe_run()`."""
+    if hasattr(pipeline, "describe_run"):
+        return pipeline.describe_run()
+    # the detector's own threshold, as the format lets a batch file recommend one to downstream tools
+    threshold = getattr(pipeline.detector, "min_conf", getattr(pipeline.detector, "min_animal", None))
+    metadata = {"typical_detection_threshold": threshold} if threshold is not None else None
+    return describe_detector(pipeline.detector), _describe(pipeline), metadata
 
 
 def describe_detector(detector) -> str:

@@ -47,6 +47,7 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
                 detection["qformer"] = {k: getattr(animal, k) for k in (
                     "rank", "prediction_source", "group", "group_score", "scientific_name", "habitat",
                     "iucn_category", "iucn_year", "domesticated", "breed", "suppressed_by_country")}
+                detection["qformer"]["group_score"] = float(round(animal.group_score, 4))  # as precise as conf
             entry["detections"].append(detection)
         entry["max_detection_conf"] = max((d["conf"] for d in entry["detections"]), default=0.0)
         images.append(entry)
