@@ -56,7 +56,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
         try:
             if requests.get(f"{url}/healthz", timeout=2).ok:
                 return process, url
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(1)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError("qformer serve did not start")

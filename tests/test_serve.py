@@ -1,5 +1,6 @@
 """`qformer serve` on Ray Serve, on 127.0.0.1 only: answers, 50 concurrent requests, bad uploads get
-a 4xx with a sentence while the server keeps serving, and shutdown leaves no process behind."""
+a 4xx with a sentence while the server keeps serving, a killed replica comes back, and shutdown
+leaves no process behind; and wildlife batch runs on Ray Data give the in-process results."""
 
 import io
 import json
@@ -43,7 +44,7 @@ def server():
         try:
             if requests.get(f"{url}/healthz", timeout=2).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still starting
             time.sleep(1)
     else:
         process.kill()
@@ -93,6 +94,25 @@ def test_bad_uploads_get_a_4xx_with_a_sentence_and_the_server_keeps_serving(serv
         assert len(response.json()["detail"]) > 20
     assert post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question="  ").status_code == 422
     assert post(url, "/caption", (SAMPLES / "chelsea.jpg").read_bytes()).status_code == 200
+
+
+def test_a_killed_replica_is_restarted_and_later_requests_succeed(server):
+    url, _ = server
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    (pid,) = [int(line.split()[0]) for line in out.splitlines() if "ServeReplica:qformer:CaptionModel" in line]
+    os.kill(pid, signal.SIGKILL)
+    cat = (SAMPLES / "chelsea.jpg").read_bytes()
+    deadline, codes = time.time() + 180, []
+    while time.time() < deadline:
+        try:
+            codes.append(post(url, "/caption", cat).status_code)
+        except requests.RequestException:
+            codes.append(None)
+        if codes[-1] == 200:
+            break
+        time.sleep(2)
+    assert codes[-1] == 200, codes
+    assert [post(url, "/caption", cat).status_code for _ in range(5)] == [200] * 5
 
 
 def test_shutdown_leaves_no_process_behind(server):
