@@ -143,3 +143,15 @@ def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):
     assert outputs["ray"]["info"]["detector"] == outputs["local"]["info"]["detector"]
     assert subprocess.run([sys.executable, "-m", "qformer", "wildlife", str(photos), "--engine", "ray"],
                           capture_output=True, text=True, timeout=120).returncode == 2  # needs --out
+
+
+def test_the_cluster_config_names_the_app_and_its_deployments():
+    import importlib
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "serve_config.yaml").read_text())
+    (app,) = config["applications"]
+    module, name = app["import_path"].split(":")
+    assert getattr(importlib.import_module(module), name) is not None
+    assert {d["name"] for d in app["deployments"]} == {"CaptionModel", "WildlifeModel", "Api"}
