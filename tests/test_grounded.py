@@ -135,3 +135,17 @@ def test_heatmaps_are_painted_only_where_the_encoder_looked(tiny, cat):
     outside = np.ones(photo.shape[:2], bool)
     outside[top:bottom, left:right] = False
     assert (painted[outside] == photo[outside]).all() and (painted[~outside] != photo[~outside]).any()
+
+
+def test_unsure_animals_say_their_group_and_count_once(cat):
+    from qformer.grounded.facts import FactFinder
+    from qformer.wildlife import Detection
+
+    base = GroundedCaptioner().finder
+    unsure = [Detection((0.0, 0.0, 0.4, 0.5), 0.4, "animal", label="dog"),
+              Detection((0.6, 0.5, 0.4, 0.5), 0.45, "animal", label="horse")]
+    finder = FactFinder(detector=lambda images: [unsure for _ in images], classifier=base.classifier, rename=1.0)
+    (facts,) = finder([cat])
+    names = [t.name for t in facts.things]
+    assert "dog" not in names and "horse" not in names  # NanoDet's unsure COCO names are not repeated
+    assert sum(t.count for t in facts.things if t.animal) == 2 and len(set(names)) == len(names)

@@ -155,17 +155,15 @@ class FactFinder:
             thing.boxes.append(d.box)
         things = sorted(grouped.values(), key=lambda t: -t.salience)
         animals = [t for t in things if t.animal]
-        if whole is not None and named and animals and len(animals) == 1 and animals[0].count == 1:
+        if whole is not None and named and len(animals) == 1 and animals[0].count == 1:
             animals[0].name, animals[0].source = whole.name, "detector+classifier"  # one animal: the finer name
-        elif whole is not None and named:
-            if not animals and best_p >= self.min_class:
-                things.insert(0, whole)  # an animal outside COCO's ten
-        elif whole is not None and not animals:
-            things.insert(0, whole)  # an animal, of a group, that no class names surely
+        elif whole is not None and not animals and (not named or best_p >= self.min_class):
+            things.insert(0, whole)  # an animal outside COCO's ten, or of a group no class names surely
         for thing in animals:
             if thing.source == "detector" and thing.score < self.coco_sure:
                 # NanoDet names animals outside COCO after COCO's ten ("cat" for a chimpanzee): unsure, say less
                 thing.name = self._group_noun(probabilities)
+        things = _merged(things)  # two unsure animals both called "animal" are two animals
         if not things and best_p >= self.min_class:  # something COCO has no class for: "an espresso"
             best = int(probabilities.argmax())
             things.append(Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier"))
@@ -173,6 +171,17 @@ class FactFinder:
             thing.colour = dominant_colour(_pixels(image, max(thing.boxes, key=lambda b: b[2] * b[3])))
         top = probabilities.topk(3)
         return Facts(things, [(self.names[int(k)], float(p)) for p, k in zip(top.values, top.indices)])
+
+
+def _merged(things: list[Thing]) -> list[Thing]:
+    by_name: dict[str, Thing] = {}
+    for thing in things:
+        if thing.name in by_name:
+            kept = by_name[thing.name]
+            kept.count, kept.boxes, kept.score = kept.count + thing.count, kept.boxes + thing.boxes, max(kept.score, thing.score)
+        else:
+            by_name[thing.name] = thing
+    return list(by_name.values())
 
 
 def _pixels(image: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
