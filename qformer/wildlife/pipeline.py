@@ -230,7 +230,6 @@ class WildlifePipeline:
                 animal.breed = species.breed if found.prediction_source == "expert" else None  # summed breeds: unsure which
         return animals
 
-
     def _categories(self, detections: list[Detection], groups: list[dict]) -> list[str | None]:
         """Each detection's category: the detector's person or vehicle stands when it is sure of it, or
         when the classifier finds too little animal in the box; otherwise it is an animal, unless an
