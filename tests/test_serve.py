@@ -28,9 +28,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def replicas() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "ServeReplica:qformer" in line or "qformer serve --port" in line]
+def descendants(root: int) -> dict[int, str]:
+    """pid -> command line of every process below `root` (Ray's workers start sessions of their own)."""
+    rows = [line.split(None, 2) for line in
+            subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
+    children: dict[int, list[tuple[int, str]]] = {}
+    for pid, ppid, *args in rows:
+        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
+    found, stack = {}, [root]
+    while stack:
+        for pid, args in children.get(stack.pop(), []):
+            found[pid] = args
+            stack.append(pid)
+    return found
+
+
+def alive(pids) -> list[int]:
+    """The pids still running (a zombie waiting for its parent is not running)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +62,28 @@ def server():
     process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).ok:
-                break
-        except requests.RequestException:  # not listening yet, or still starting
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail(f"the server did not start: {process.stdout.read()[-2000:]}")
-    yield url, process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+    spawned: dict[int, str] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                time.sleep(1)
+        else:
+            pytest.fail("the server did not start within 240 s")
+        spawned = descendants(process.pid)
+        yield url, process
+    finally:  # whatever happened, nothing of this server outlives the tests
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for pid in alive({**spawned, **descendants(process.pid)}):
+            os.kill(pid, signal.SIGKILL)
 
 
 def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
@@ -97,9 +129,8 @@ def test_bad_uploads_get_a_4xx_with_a_sentence_and_the_server_keeps_serving(serv
 
 
 def test_a_killed_replica_is_restarted_and_later_requests_succeed(server):
-    url, _ = server
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    (pid,) = [int(line.split()[0]) for line in out.splitlines() if "ServeReplica:qformer:CaptionModel" in line]
+    url, process = server
+    (pid,) = [pid for pid, args in descendants(process.pid).items() if "ServeReplica:qformer:CaptionModel" in args]
     os.kill(pid, signal.SIGKILL)
     cat = (SAMPLES / "chelsea.jpg").read_bytes()
     deadline, codes = time.time() + 180, []
@@ -117,12 +148,14 @@ def test_a_killed_replica_is_restarted_and_later_requests_succeed(server):
 
 def test_shutdown_leaves_no_process_behind(server):
     _, process = server
+    spawned = descendants(process.pid)
+    assert any("ServeReplica:qformer" in args for args in spawned.values())
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     deadline = time.time() + 60
-    while replicas() and time.time() < deadline:
+    while alive(spawned) and time.time() < deadline:
         time.sleep(1)
-    assert replicas() == []
+    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
 
 
 def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):
