@@ -145,7 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import qformer  # after parsing, so `--help` and usage errors answer at once
-    from qformer.config import ConfigError
 
     if args.command == "models":
         from qformer.grounded.loading import PATH_NOTES
@@ -176,14 +175,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from qformer.grounded import load_captioner
 
-    try:
-        model = load_captioner(args.model, device)
-    except (KeyError, ConfigError) as e:
-        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ValueError) as e:  # a missing, damaged or refused file
-        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    model = _load(lambda: load_captioner(args.model, device), args.model)
+    if isinstance(model, int):
+        return model
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     try:
         if args.command == "caption":
@@ -215,19 +209,27 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    import qformer
+def _load(load, name: str):
+    """The loaded model, or the exit code after saying why it could not be loaded."""
     from qformer.config import ConfigError
-    from qformer.onnx_export import export_onnx
 
     try:
-        model = qformer.create_model(args.model).eval()
+        return load()
     except (KeyError, ConfigError) as e:
-        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+        print(f"qformer: cannot load model {name!r}: {_message(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, ValueError) as e:
-        print(f"qformer: cannot load model {args.model!r}: {_message(e)}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # a missing, damaged or refused file
+        print(f"qformer: cannot load model {name!r}: {_message(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _export(args: argparse.Namespace) -> int:
+    import qformer
+    from qformer.onnx_export import export_onnx
+
+    model = _load(lambda: qformer.create_model(args.model).eval(), args.model)
+    if isinstance(model, int):
+        return model
     try:
         manifest = export_onnx(model, args.onnx, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:
