@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 import qformer
 from qformer.attention_maps import heatmaps
 from qformer.factory import DEFAULT_MODEL
-from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner, load_captioner
+from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner
+from qformer.grounded.loading import photo_parts
 from qformer.images import ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import describe_detector
@@ -61,7 +62,7 @@ class Models:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()  # held only for bookkeeping, never while a model loads
         self._wildlife: WildlifePipeline | None = None
-        self._grounded: Captioner | None = None
+        self._photo_parts: tuple | None = None  # (GroundedCaptioner, PhotoRouter); () without the photo extras
         self._wildlife_lock = threading.Lock()
 
     def resolve(self, name: str | None) -> str:
@@ -96,12 +97,9 @@ class Models:
         if key != DEFAULT_MODEL:
             return bridge
         with self._wildlife_lock:
-            if self._grounded is None:
-                self._grounded = load_captioner("default")
-            routed = self._grounded
-        if not isinstance(routed, RoutedCaptioner):  # the photo extras are not installed
-            return bridge
-        return RoutedCaptioner(bridge, routed.grounded, routed.router)
+            if self._photo_parts is None:  # built once; the bridge is the cached one
+                self._photo_parts = photo_parts() or ()
+        return RoutedCaptioner(bridge, *self._photo_parts) if self._photo_parts else bridge
 
     def wildlife(self) -> WildlifePipeline:
         with self._wildlife_lock:

@@ -24,15 +24,21 @@ def load_captioner(name: str = "default", device: str | None = None) -> Captione
     bridge = BridgeCaptioner(bridge.to(device) if device else bridge)
     if name != "default":
         return bridge
+    parts = photo_parts(device)
+    return RoutedCaptioner(bridge, *parts) if parts else bridge
+
+
+def photo_parts(device: str | None = None):
+    """`(GroundedCaptioner, PhotoRouter)`, or None (with a warning) when the photo extras are missing."""
     try:
         finder = _finder(device)
     except MissingExtra as e:
-        warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=2)
-        return bridge
+        warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=3)
+        return None
     from ..wildlife.classifiers import LITE0, ImageNetClassifier
     from .router import PhotoRouter
 
-    return RoutedCaptioner(bridge, GroundedCaptioner(finder), PhotoRouter(ImageNetClassifier(*LITE0, device=device or "cpu")))
+    return GroundedCaptioner(finder), PhotoRouter(ImageNetClassifier(*LITE0, device=device or "cpu"))
 
 
 def _finder(device: str | None):
