@@ -40,10 +40,6 @@ class Thing:
         centre = x + w / 2
         return "on the left" if centre < 0.4 else "on the right" if centre > 0.6 else "in the middle"
 
-    @property
-    def near(self) -> bool:
-        return max(w * h for _, _, w, h in self.boxes) >= 0.25
-
 
 @dataclass
 class Facts:
@@ -112,23 +108,18 @@ class FactFinder:
         best, best_p = int(probabilities.argmax()), float(probabilities.max())
         if best in self.animal_classes and best_p >= self.rename:
             return Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier", animal=True), True, best_p
-        groups = self._group_sums(probabilities)
-        group = max(groups, key=groups.get)
-        if groups[group] >= self.min_class:
-            return Thing(GROUP_NOUNS.get(group, "animal"), 1, [(0.0, 0.0, 1.0, 1.0)], groups[group], "classifier",
-                         animal=True), False, best_p
+        noun, score = self._group(probabilities)
+        if score >= self.min_class:
+            return Thing(noun, 1, [(0.0, 0.0, 1.0, 1.0)], score, "classifier", animal=True), False, best_p
         return None, False, best_p
 
-    def _group_sums(self, probabilities) -> dict[str, float]:
+    def _group(self, probabilities) -> tuple[str, float]:
+        """The likeliest animal group's noun ("bird"; "animal" for the rest) and its summed probability."""
         groups: dict[str, float] = {}
         for index, group in self.group_of.items():
             groups[group] = groups.get(group, 0.0) + float(probabilities[index])
-        return groups
-
-    def _group_noun(self, probabilities) -> str:
-        groups = self._group_sums(probabilities)
         group = max(groups, key=groups.get)
-        return GROUP_NOUNS.get(group, "animal") if groups[group] >= self.min_class else "animal"
+        return GROUP_NOUNS.get(group, "animal"), groups[group]
 
     def _kept(self, detections: list[Detection], animal_photo: bool) -> list[Detection]:
         animals: list[Detection] = []
@@ -162,7 +153,8 @@ class FactFinder:
         for thing in animals:
             if thing.source == "detector" and thing.score < self.coco_sure:
                 # NanoDet names animals outside COCO after COCO's ten ("cat" for a chimpanzee): unsure, say less
-                thing.name = self._group_noun(probabilities)
+                noun, score = self._group(probabilities)
+                thing.name = noun if score >= self.min_class else "animal"
         things = _merged(things)  # two unsure animals both called "animal" are two animals
         if not things and best_p >= self.min_class:  # something COCO has no class for: "an espresso"
             best = int(probabilities.argmax())
