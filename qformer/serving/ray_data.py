@@ -22,15 +22,18 @@ class _PipelineActor:
 
     def __call__(self, batch: dict) -> dict:
         files = [str(f) for f in batch["file"]]
+        from ..wildlife.batch import describe_run
+
         results = self.pipeline(files)
-        return {"file": files, "result": [json.dumps(r.to_dict()) for r in results]}
+        run = json.dumps(describe_run(self.pipeline))  # what the results file says of its models
+        return {"file": files, "result": [json.dumps(r.to_dict()) for r in results], "run": [run] * len(files)}
 
 
-def _describe(options: dict) -> tuple:
+def _describe(options: dict) -> list:
     from ..wildlife import WildlifePipeline
     from ..wildlife.batch import describe_run
 
-    return describe_run(WildlifePipeline.default(**options))
+    return list(describe_run(WildlifePipeline.default(**options)))
 
 
 class RayWildlife:
@@ -59,12 +62,14 @@ class RayWildlife:
                                      batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=self.actors),
                                      num_gpus=self.gpus,
                                      num_cpus=0.5 if not self.gpus else 0)
-        by_file = {row["file"]: ImageResult.from_dict(json.loads(row["result"])) for row in mapped.take_all()}
+        rows = mapped.take_all()
+        self._description = self._description or tuple(json.loads(rows[0]["run"]))
+        by_file = {row["file"]: ImageResult.from_dict(json.loads(row["result"])) for row in rows}
         return [by_file[str(f)] for f in files]
 
     def describe_run(self) -> tuple:
-        if self._description is None:
+        if self._description is None:  # every file was done before this run: ask a one-off task
             import ray
 
-            self._description = ray.get(ray.remote(num_cpus=0.5)(_describe).remote(self.options))
+            self._description = tuple(ray.get(ray.remote(num_cpus=0.5)(_describe).remote(self.options)))
         return self._description
