@@ -109,7 +109,7 @@ def _path_slots(data: dict) -> list[tuple[dict, str]]:
     """(section, key) of every config value that may name a backbone's files."""
     slots = [(data["vision"], "pretrained")] + [(m, "pretrained") for m in data["vision"]["members"]]
     if data.get("lm"):
-        slots += [(data["lm"], "name_or_path"), (data["lm"], "tokenizer")]
+        slots += [(data["lm"], "name_or_path"), (data["lm"], "tokenizer"), (data["lm"], "onnx")]
     return slots
 
 

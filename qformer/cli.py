@@ -13,10 +13,13 @@ import sys
 import unicodedata
 from typing import Sequence
 
+from .config import LM_QUANTIZE
 from .extras import MissingExtra, require
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+QUANTIZE_HELP = ("run the bridge's language model on onnxruntime with block-wise int8 or int4 weights "
+                 "(built once, then cached)")
 
 
 def positive_int(text: str) -> int:
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     common.add_argument("--max-new-tokens", type=positive_int, default=30)
     common.add_argument("--num-beams", type=positive_int, default=1)
+    common.add_argument("--quantize", choices=LM_QUANTIZE, help=QUANTIZE_HELP)
 
     caption = commands.add_parser("caption", parents=[common], help="caption images")
     caption.add_argument("images", nargs="+", help="image files")
@@ -77,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", required=True, metavar="OUT_DIR", help="folder to write")
     export.add_argument("--model", default="default", help="preset, folder or hub id (default: the shipped bridge)")
     export.add_argument("--overwrite", action="store_true", help="replace the files already in OUT_DIR")
+    export.add_argument("--quantize", choices=LM_QUANTIZE, help=QUANTIZE_HELP)
 
     wildlife = commands.add_parser("wildlife", help="find, name and describe the animals in photos")
     wildlife.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
@@ -175,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from qformer.grounded import load_captioner
 
-    model = _load(lambda: load_captioner(args.model, device), args.model)
+    model = _load(lambda: load_captioner(args.model, device, quantize=args.quantize), args.model)
     if isinstance(model, int):
         return model
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
@@ -227,7 +232,8 @@ def _export(args: argparse.Namespace) -> int:
     import qformer
     from qformer.onnx_export import export_onnx
 
-    model = _load(lambda: qformer.create_model(args.model).eval(), args.model)
+    overrides = {"lm": {"quantize": args.quantize}} if args.quantize else {}
+    model = _load(lambda: qformer.create_model(args.model, **overrides).eval(), args.model)
     if isinstance(model, int):
         return model
     try:
@@ -235,10 +241,14 @@ def _export(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as e:
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
-    visual = manifest["visual_prompt"]
+    visual, lm = manifest["visual_prompt"], manifest["language_model"]
+    if lm["engine"] == "onnxruntime":
+        weights = f"{lm['quantize']} weights" if lm["quantize"] else "float32 weights"
+        lm_line = f"the language model runs on onnxruntime from {lm['folder']}/ ({weights})"
+    else:
+        lm_line = f"the language model runs in torch: {lm['why']}"
     print(f"wrote {printable(args.onnx)}: {visual['file']} (largest difference from torch "
-          f"{visual['max_abs_error_vs_torch']:.1e}); the language model runs in {manifest['language_model']['engine']}: "
-          f"{manifest['language_model']['why']}")
+          f"{visual['max_abs_error_vs_torch']:.1e}); {lm_line}")
     return 0
 
 

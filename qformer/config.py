@@ -18,6 +18,7 @@ from .typed import ConfigError, from_plain, describe_value, apply_overrides
 VISION_BACKENDS = ("timm", "open_clip", "transformers", "fusion")
 LM_KINDS = ("causal", "seq2seq")
 DTYPES = ("float32", "bfloat16", "float16")
+LM_QUANTIZE = ("int8", "int4")  # block-wise weights on onnxruntime (qformer/onnx_lm.py)
 
 
 # Options of the loaders behind the backends (transformers, timm, open_clip) that choose files, formats
@@ -148,9 +149,13 @@ class LMConfig:
     prompt: str = ""  # caption prompt
     question_template: str = "Question: {question} Answer:"
     max_prompt_tokens: int = 128
+    quantize: str | None = None  # "int8" | "int4": the LM runs on onnxruntime with block-wise low-bit weights
+    onnx: str | None = None  # an exported LM engine folder (`qformer export --onnx` writes ./language_model)
 
     def __post_init__(self) -> None:
         _check_choice(self.dtype, DTYPES, "lm.dtype")
+        if self.quantize is not None:
+            _check_choice(self.quantize, LM_QUANTIZE, "lm.quantize")
         if self.name_or_path and self.name_or_path.endswith(".gguf") and self.gguf_file is None:
             # a path straight to a .gguf file: transformers wants the folder and the file name apart
             self.name_or_path, self.gguf_file = str(Path(self.name_or_path).parent), Path(self.name_or_path).name

@@ -1,7 +1,9 @@
 """The frozen language model, fed the projected queries as a soft visual prompt in front of its text.
 
 Loading lives in `lm_loading.py`, and where the prefix goes (causal or seq2seq) in `lm_layouts.py`;
-this module holds the frozen contract, the loss and generation, all on tensors.
+this module holds the frozen contract, the loss and generation, all on tensors. With `lm.quantize` or
+`lm.onnx` the LM runs on onnxruntime (`onnx_lm.py`): then only its input embeddings are in torch, and
+it decodes greedily, for inference only.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from .config import LMConfig
-from .decoding import DECODER_ARGS, StaticGreedyDecoder, is_plain_greedy
+from .decoding import DECODER_ARGS, PLAIN_GREEDY_KEYS, StaticGreedyDecoder, is_plain_greedy
 from .frozen import Frozen
 from .lm_layouts import LAYOUTS
-from .lm_loading import load_language_model
+from .lm_loading import load_language_model, load_onnx_language_model
 from .tokenizers import pad_rows
 
 IMAGE_TOKEN = "<image>"
@@ -26,22 +29,29 @@ class FrozenLM(Frozen):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.config = config
-        self.model, self.tokenizer, self.kind = load_language_model(config)
+        self.engine = None  # an OnnxCausalLM when the LM runs on onnxruntime
+        if config.quantize or config.onnx:
+            self.engine, self.tokenizer = load_onnx_language_model(config)
+            self.model, self.kind = None, "causal"
+            self.input_embeddings = nn.Embedding.from_pretrained(self.engine.embeddings, freeze=True)
+        else:
+            self.model, self.tokenizer, self.kind = load_language_model(config)
+            self.input_embeddings = self.model.get_input_embeddings()
         self.layout = LAYOUTS[self.kind]
         self._decoder: StaticGreedyDecoder | None = None  # made at the first static-cache greedy request
         self.freeze()
 
     @property
     def hidden_size(self) -> int:
-        return self.model.get_input_embeddings().embedding_dim
+        return self.input_embeddings.embedding_dim
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        return self.input_embeddings.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return self.input_embeddings.weight.device
 
     @property
     def image_token_id(self) -> int | None:
@@ -49,13 +59,16 @@ class FrozenLM(Frozen):
         return self.tokenizer.get_vocab().get(IMAGE_TOKEN)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.get_input_embeddings()(input_ids.to(self.device))
+        return self.input_embeddings(input_ids.to(self.device))
 
     # --- training -----------------------------------------------------------------------------
 
     def loss(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the labelled tokens given `[prefix; input]` (a processor's `lm_training`)."""
+        if self.engine is not None:
+            raise ValueError("the language model runs on onnxruntime (lm.quantize or lm.onnx), for inference only; "
+                             "train with both unset, so that it runs in torch")
         return self.layout.loss(self.model, prefix, self.embed(input_ids), attention_mask.to(self.device),
                                 labels.to(self.device))
 
@@ -93,6 +106,8 @@ class FrozenLM(Frozen):
             # the model's own generation config may carry sampling settings; greedy/beam ignores them
             settings.setdefault("do_sample", False)
             settings.update({k: None for k in ("temperature", "top_p", "top_k") if k not in generation})
+        if self.engine is not None:
+            return self._engine_greedy(embeds, mask, settings)
         static = settings.get("cache_implementation") == "static"
         if static and self.layout.static_greedy and is_plain_greedy(self.model, settings):
             return self._static_greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
@@ -104,6 +119,12 @@ class FrozenLM(Frozen):
             self._decoder = StaticGreedyDecoder(self.model)
         return self._decoder(embeds, mask, **settings)
 
+    def _engine_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
+        if set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1:
+            raise ValueError("the language model runs on onnxruntime (lm.quantize or lm.onnx), which decodes "
+                             "greedily: drop sampling and beam settings, or unset lm.quantize to run it in torch")
+        return self.engine.greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
+
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], **generation: Any) -> list[str]:
         """Plain text continuations, no visual prefix: the LM as the chat model it is (summaries)."""
@@ -112,6 +133,9 @@ class FrozenLM(Frozen):
         ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)
         settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
+        if self.engine is not None:
+            tokens = self.generate_from_embeds(self.embed(ids), mask, **settings)
+            return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
         output = self.model.generate(input_ids=ids, attention_mask=mask, **settings)
         new = self.layout.continuation(output, ids.shape[1])
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -2,9 +2,11 @@
 batch, which turns pixels into the language model's soft prompt. `create_model(folder)` then runs
 it on onnxruntime.
 
-The folder is a normal saved bridge (config.json, model.safetensors) plus `visual_prompt.onnx` and
-`onnx.json`, which records the graph's SHA-256 and which engine runs the language model. The LM stays
-in torch: exporting it with a KV cache needs optimum-onnx, whose support depends on the architecture.
+The folder is a normal saved bridge (config.json, model.safetensors) plus `visual_prompt.onnx`,
+`onnx.json`, which records the graph's SHA-256 and which engine runs the language model, and, for a
+causal LM that exports, `language_model/`: the LM with its KV cache on onnxruntime (`onnx_lm.py`),
+named by the saved config as `lm.onnx = "./language_model"`. An LM that does not export stays in
+torch, and the manifest says why.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .files import write_text_atomically
 
 VISUAL_GRAPH = "visual_prompt.onnx"
 MANIFEST = "onnx.json"
+LM_FOLDER = "language_model"
 OPSET = 18
 PARITY = 1e-4  # the export is checked against torch before it is kept
 
@@ -78,8 +81,7 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         manifest = {
             "visual_prompt": {"file": VISUAL_GRAPH, "sha256": _sha256(staged / VISUAL_GRAPH), "opset": OPSET,
                               "max_abs_error_vs_torch": error},
-            "language_model": {"engine": "torch", "why": "exporting the language model with a KV cache needs "
-                               "optimum-onnx; the torch LM runs it"},
+            "language_model": _export_language_model(model, staged),
         }
         write_text_atomically(staged / MANIFEST, json.dumps(manifest, indent=1))
         if out.exists():
@@ -115,6 +117,38 @@ class OnnxVisualPrompt:
 
 def is_exported(folder: str | Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
+
+
+def _export_language_model(model, staged: Path) -> dict:
+    """Put the LM's engine folder beside the visual graph and name it in the saved config; or say why
+    the LM stays in torch."""
+    from .onnx_lm import export_causal_lm
+
+    lm = model.lm
+    folder = staged / LM_FOLDER
+    if lm.engine is not None:  # already on onnxruntime (lm.quantize): its engine is the export
+        shutil.copytree(lm.engine.folder, folder)
+        entry = lm.engine.manifest
+    elif lm.kind != "causal":
+        return {"engine": "torch", "why": f"a {lm.kind} language model does not export with a KV cache here"}
+    else:
+        from .tokenizers import BUILTIN_BYTE_TOKENIZER
+
+        builtin = BUILTIN_BYTE_TOKENIZER if lm.config.tokenizer == BUILTIN_BYTE_TOKENIZER else None
+        was_training = lm.model.training
+        try:
+            entry = export_causal_lm(lm.model, lm.tokenizer, folder, None, builtin)
+        except ValueError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            return {"engine": "torch", "why": str(e)}
+        finally:
+            lm.model.train(was_training)
+    config_path = staged / "config.json"
+    config = json.loads(config_path.read_text())
+    config["lm"]["onnx"] = f"./{LM_FOLDER}"
+    write_text_atomically(config_path, json.dumps(config, indent=2))
+    return {"engine": "onnxruntime", "folder": LM_FOLDER, "quantize": entry.get("quantize"),
+            "max_abs_logit_error_vs_torch": entry.get("max_abs_logit_error_vs_torch")}
 
 
 def _sha256(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""ONNX export of the visual path: parity with torch, identical greedy tokens, safe loading, the CLI."""
+"""ONNX export of the visual path and the LM: parity with torch, identical greedy tokens, safe loading, the CLI."""
 
 import json
 
@@ -15,14 +15,23 @@ def test_exported_visual_prompt_and_greedy_tokens_match_torch(name, tmp_path, ph
     model = qformer.create_model(name).eval()
     manifest = export_onnx(model, tmp_path / "onnx")
     assert manifest["visual_prompt"]["max_abs_error_vs_torch"] <= 1e-4
-    assert manifest["language_model"]["engine"] == "torch"
+    assert manifest["language_model"]["engine"] == "onnxruntime"
     exported = qformer.create_model(str(tmp_path / "onnx"))
     assert exported.onnx_visual is not None and model.onnx_visual is None
+    assert exported.lm.engine is not None and exported.lm.model is None  # no torch LM is loaded
     pixels, _ = model.load_images(photos)
     with torch.no_grad():
         assert (exported.visual_prompt(pixels) - model.visual_prompt(pixels)).abs().max() <= 1e-4
     assert exported.caption(photos, max_new_tokens=8) == model.caption(photos, max_new_tokens=8)
-    assert exported.ask(photos[:1], "what is this?") == model.ask(photos[:1], "what is this?")
+    questions = ["what is this?", "how many things are in the picture, and which colour are they?", "where?"]
+    assert exported.ask(photos, questions) == model.ask(photos, questions)  # prompts of three lengths: padding
+
+
+def test_a_seq2seq_language_model_stays_in_torch_and_says_why(tmp_path):
+    manifest = export_onnx(qformer.create_model("tiny-random-t5"), tmp_path / "onnx")
+    assert manifest["language_model"] == {"engine": "torch", "why": manifest["language_model"]["why"]}
+    assert "seq2seq" in manifest["language_model"]["why"]
+    assert qformer.create_model(str(tmp_path / "onnx")).lm.engine is None
 
 
 def test_export_keeps_the_model_mode_and_refuses_to_overwrite(tmp_path):
@@ -52,7 +61,7 @@ def test_cli_export_then_caption(tmp_path, cat, capsys):
     cat.save(cat_file)
     out = tmp_path / "exported"
     assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 0
-    assert "visual_prompt.onnx" in capsys.readouterr().out
+    assert "language model runs on onnxruntime" in capsys.readouterr().out
     assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["caption", cat_file, "--model", str(out), "--max-new-tokens", "4"]) == 0

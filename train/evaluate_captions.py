@@ -20,6 +20,7 @@ import time
 from functools import cache
 from pathlib import Path
 
+from qformer.config import LM_QUANTIZE
 from qformer.grounded import load_captioner
 from qformer.grounded.language import singular
 
@@ -123,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drawings", nargs="*", default=[], help="held-out corpus JSONL files")
     parser.add_argument("--limit", type=int, default=200, help="drawings scored per file")
     parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--quantize", choices=LM_QUANTIZE, help="the bridge's LM on onnxruntime with these weights")
     parser.add_argument("--out", help="write every metric and the photo captions here (JSON)")
     args = parser.parse_args(argv)
     report: dict = {}
     for path in args.paths:
-        captioner = load_captioner(path)
+        captioner = load_captioner(path, quantize=args.quantize)
         if args.photos:
             report[f"{path} / photos"] = score_photos(captioner, read_jsonl(args.photos), Path(args.photo_root))
         for drawings in args.drawings:

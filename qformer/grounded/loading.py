@@ -13,14 +13,16 @@ PATH_NOTES = {"default": "photos to the grounded captioner, drawings to the trai
 CAPTIONER_PRESETS = tuple(PATH_NOTES)
 
 
-def load_captioner(name: str = "default", device: str | None = None) -> Captioner:
+def load_captioner(name: str = "default", device: str | None = None, quantize: str | None = None) -> Captioner:
     """Any other name is a bridge: a preset, a folder or a hub id, as `qformer.create_model` takes.
-    A converted BLIP-2 checkpoint answers everything through its own bridge."""
+    A converted BLIP-2 checkpoint answers everything through its own bridge. `quantize` ("int8",
+    "int4") runs the bridge's language model on onnxruntime with block-wise low-bit weights."""
     from ..factory import DEFAULT_MODEL, create_model
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))
-    bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name).eval()
+    overrides = {"lm": {"quantize": quantize}} if quantize else {}
+    bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name, **overrides).eval()
     bridge = BridgeCaptioner(bridge.to(device) if device else bridge)
     if name != "default":
         return bridge

@@ -1,0 +1,241 @@
+"""A frozen causal LM on onnxruntime, optionally with block-wise low-bit weights.
+
+The LM is exported once as one graph that takes input embeddings (so the visual prompt goes straight
+in), an additive attention bias and a KV cache, and returns the last position's logits and the grown
+cache. `quantize="int4"` or `"int8"` then stores every MatMul weight (lm_head included) in blocks of
+32 with their own scale and zero point, run by onnxruntime's `MatMulNBits`, which also quantizes the
+activations in blocks (accuracy level 4) rather than per tensor: per-tensor activation quantization is
+what loses the visual prompt (the LM's MLP activations have outliers).
+
+optimum-onnx would be the maintained exporter, but its release pins transformers below 4.58 and has
+no input-embeddings decoder, so the export is our own: torch's exporter on transformers' own model.
+
+A folder holds `model.onnx`, `embed_tokens.safetensors` (the input embeddings, to embed the text around
+the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .decoding import generated_length
+from .extras import require
+
+GRAPH = "model.onnx"
+EMBEDDINGS = "embed_tokens.safetensors"
+MANIFEST = "engine.json"
+TOKENIZER_DIR = "tokenizer"
+QUANTIZE_BITS = {"int8": 8, "int4": 4}
+BLOCK_SIZE = 32
+OPSET = 18
+FORMAT = 1
+MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more; the graph is read from bytes
+MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
+
+
+class DecoderStep(nn.Module):
+    """(embeds, bias, positions, past K/V per layer) -> (last logits, present K/V per layer)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.layers = model.config.num_hidden_layers
+
+    def forward(self, inputs_embeds, attention_bias, position_ids, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_bias, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1].float(), *present)
+
+
+def cache_names(layers: int, kind: str) -> list[str]:
+    return [f"{kind}.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+
+
+def kv_shape(config) -> tuple[int, int]:
+    heads = config.num_key_value_heads or config.num_attention_heads
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | None = None,
+                     builtin_tokenizer: str | None = None) -> dict:
+    """Write the engine folder for a transformers causal LM (float32 weights); return its manifest.
+    Raises ValueError, with the reason, when the architecture does not export."""
+    ort = require("onnxruntime", "running the language model on onnxruntime")
+    if quantize is not None and quantize not in QUANTIZE_BITS:
+        raise ValueError(f"quantize must be one of {sorted(QUANTIZE_BITS)} or None, got {quantize!r}")
+    config = model.config
+    layers, (heads, head_dim) = config.num_hidden_layers, kv_shape(config)
+    step = DecoderStep(model.float().eval())
+    batch, length, past_length = 2, 5, 3
+    example = (torch.randn(batch, length, config.hidden_size) * 0.02, torch.zeros(batch, 1, length, past_length + length),
+               torch.arange(past_length, past_length + length).repeat(batch, 1),
+               *[torch.randn(batch, heads, past_length, head_dim) for _ in range(2 * layers)])
+    past, present = cache_names(layers, "past"), cache_names(layers, "present")
+    axes = {"inputs_embeds": {0: "batch", 1: "new"}, "attention_bias": {0: "batch", 2: "new", 3: "total"},
+            "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"},
+            **{n: {0: "batch", 2: "past"} for n in past}, **{n: {0: "batch", 2: "total"} for n in present}}
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = Path(tmp) / GRAPH
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape arithmetic
+                torch.onnx.export(step, example, str(exported), input_names=["inputs_embeds", "attention_bias",
+                                  "position_ids", *past], output_names=["logits", *present], dynamic_axes=axes,
+                                  opset_version=OPSET, dynamo=False)
+        except Exception as e:  # noqa: BLE001 -- any exporter failure means "this architecture does not export"
+            raise ValueError(f"{type(model).__name__} does not export to ONNX with a KV cache ({type(e).__name__}: "
+                             f"{e}); run the language model in torch instead") from e
+        if quantize is not None:
+            _quantize(exported, QUANTIZE_BITS[quantize])
+        data = exported.read_bytes() if exported.stat().st_size < MAX_GRAPH_BYTES else None
+    if data is None:
+        raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
+                         "quantize it (lm.quantize='int4') or run the language model in torch")
+    (folder / GRAPH).write_bytes(data)
+    table = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
+    from safetensors.torch import save_file
+
+    save_file({"weight": table}, str(folder / EMBEDDINGS))
+    if builtin_tokenizer is None:
+        tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    feeds = {name: value.numpy() for name, value in zip(["inputs_embeds", "attention_bias", "position_ids", *past],
+                                                        example)}
+    with torch.no_grad():
+        expected = step(*example)[0]
+    error = float(np.abs(session.run(["logits"], feeds)[0] - expected.numpy()).max())
+    manifest = {
+        "format": FORMAT, "architecture": type(model).__name__, "quantize": quantize,
+        "block_size": BLOCK_SIZE if quantize else None, "layers": layers, "kv_heads": heads, "head_dim": head_dim,
+        "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
+        "graph": {"file": GRAPH, "sha256": hashlib.sha256(data).hexdigest(), "opset": OPSET},
+        "embeddings": {"file": EMBEDDINGS, "sha256": _sha256(folder / EMBEDDINGS)},
+        "max_abs_logit_error_vs_torch": error,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _quantize(path: Path, bits: int) -> None:
+    """Block-wise weight-only quantization of every constant MatMul weight, in place."""
+    require("onnx_ir", "quantizing the language model")  # onnxruntime's quantizer imports it
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
+    settings = DefaultWeightOnlyQuantConfig(block_size=BLOCK_SIZE, is_symmetric=False, accuracy_level=4, bits=bits)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), algo_config=settings)
+    quantizer.process()
+    for other in path.parent.iterdir():  # external data of a large float export is not needed any more
+        if other != path:
+            other.unlink()
+    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+
+
+class OnnxCausalLM:
+    """An engine folder on onnxruntime. `greedy(embeds, mask, ...)` gives the same `(B, T_new)` token
+    layout as transformers' greedy `generate` from left-padded input embeddings."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        ort = require("onnxruntime", "running the language model on onnxruntime")
+        from safetensors.torch import load
+
+        self.folder = Path(folder)
+        manifest_path = self.folder / MANIFEST
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{manifest_path}: not a readable engine manifest ({e}); export the model again") from e
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{manifest_path}: engine format {self.manifest.get('format')!r}, this qformer reads "
+                             f"{FORMAT}; export the model again")
+        graph = self._verified("graph")
+        table = load(self._verified("embeddings")).get("weight")
+        if table is None or table.ndim != 2 or table.shape[1] != self.manifest["hidden_size"]:
+            raise ValueError(f"{self.folder / EMBEDDINGS}: no (vocab, {self.manifest['hidden_size']}) 'weight' tensor")
+        self.embeddings = table
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # from bytes: a graph that names external data files cannot reach outside the folder
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.layers, self.heads, self.head_dim = (int(self.manifest[k]) for k in ("layers", "kv_heads", "head_dim"))
+        self._past = cache_names(self.layers, "past")
+
+    def _verified(self, part: str) -> bytes:
+        entry = self.manifest.get(part) or {}
+        name = entry.get("file")
+        if name not in (GRAPH, EMBEDDINGS):
+            raise ValueError(f"{self.folder / MANIFEST}: {part} must be one of this folder's files, not {name!r}")
+        data = (self.folder / name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise ValueError(f"{self.folder / name}: its SHA-256 does not match {MANIFEST}; the file is damaged or "
+                             "was changed. It is left as it is: delete the folder to build it again, or export again")
+        return data
+
+    @property
+    def tokenizer_source(self) -> str:
+        """The tokenizer's folder inside the engine, or the name of a built-in tokenizer."""
+        name = self.manifest.get("tokenizer")
+        return str(self.folder / TOKENIZER_DIR) if name == TOKENIZER_DIR else str(name)
+
+    def _run(self, embeds: np.ndarray, bias: np.ndarray, positions: np.ndarray, cache: list[np.ndarray]):
+        feeds = {"inputs_embeds": embeds, "attention_bias": bias, "position_ids": positions,
+                 **dict(zip(self._past, cache))}
+        logits, *present = self.session.run(None, feeds)
+        return logits, present
+
+    @torch.no_grad()
+    def greedy(self, embeds: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
+               eos_token_id: int | Sequence[int] | None, pad_token_id: int, min_new_tokens: int = 0) -> torch.Tensor:
+        """New token ids `(B, T_new)` for left-padded `embeds (B, T, D)`; after a row's end of text, padding."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        keys = mask.cpu().numpy().astype(bool)  # (B, T): which slots hold real tokens
+        batch, length = keys.shape
+        causal = np.tril(np.ones((length, length), dtype=bool))
+        # a padding row may see itself, so that no row of the softmax is empty
+        allowed = (causal[None] & keys[:, None, :]) | np.eye(length, dtype=bool)[None]
+        bias = np.where(allowed, 0.0, MASKED).astype(np.float32)[:, None]
+        positions = np.maximum(keys.cumsum(-1) - 1, 0).astype(np.int64)
+        cache = [np.zeros((batch, self.heads, 0, self.head_dim), np.float32) for _ in self._past]
+        logits, cache = self._run(embeds.float().cpu().numpy(), bias, positions, cache)
+        tokens = np.full((batch, max_new_tokens), pad_token_id, dtype=np.int64)
+        finished = np.zeros(batch, dtype=bool)
+        next_position = positions[:, -1:] + 1
+        for step in range(max_new_tokens):
+            if eos_ids and step < min_new_tokens:
+                logits[:, eos_ids] = -np.inf
+            token = logits.argmax(-1)
+            tokens[:, step] = np.where(finished, pad_token_id, token)
+            finished |= np.isin(token, eos_ids)
+            if step + 1 == max_new_tokens or (eos_ids and finished.all()):
+                break
+            keys = np.concatenate([keys, np.ones((batch, 1), dtype=bool)], axis=1)
+            bias = np.where(keys, 0.0, MASKED).astype(np.float32)[:, None, None, :]
+            embedded = self.embeddings[torch.from_numpy(tokens[:, step])].numpy()[:, None]
+            logits, cache = self._run(embedded, bias, next_position + step, cache)
+        out = torch.from_numpy(tokens)
+        return out[:, : generated_length(out, eos_ids)]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

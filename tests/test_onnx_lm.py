@@ -1,0 +1,122 @@
+"""The language model on onnxruntime (`lm.quantize`, `lm.onnx`): low-bit engines built once and cached,
+decoding that matches torch, damaged or hostile engine folders refused by name, inference only."""
+
+import json
+
+import pytest
+import torch
+
+import qformer
+from qformer import lm_loading
+from qformer.cli import main
+from qformer.config import ConfigError
+from qformer.onnx_export import LM_FOLDER, export_onnx
+from qformer.onnx_lm import GRAPH, MANIFEST, OnnxCausalLM
+
+from .conftest import random_photo
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFORMER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _tokens(model, images, prompts):
+    pixels, _ = model.load_images(images)
+    return model.generate(pixels, **model.processor.lm_generation(prompts), max_new_tokens=10)
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_a_quantized_lm_is_built_once_and_then_read_from_the_cache(quantize, cache, monkeypatch):
+    model = qformer.create_model("tiny-random", lm={"quantize": quantize})
+    assert model.lm.model is None and model.lm.engine.manifest["quantize"] == quantize
+    graph = next(cache.glob(f"onnx-lm/{quantize}-*/{GRAPH}"))
+    ops = graph.read_bytes()
+    assert b"MatMulNBits" in ops
+    images = [random_photo(k) for k in range(3)]
+    tokens = _tokens(model, images, ["a photo of", "a", "a photo of a thing"])
+    assert tokens.shape[0] == 3 and tokens.dtype == torch.long
+
+    def no_torch_lm(config):
+        raise AssertionError("the torch LM was loaded again")
+
+    monkeypatch.setattr(lm_loading, "load_language_model", no_torch_lm)
+    again = qformer.create_model("tiny-random", lm={"quantize": quantize})
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(_tokens(again, images, ["a photo of", "a", "a photo of a thing"]), tokens)
+
+
+def test_int8_first_step_logits_stay_close_to_torch(cache):
+    reference = qformer.create_model("tiny-random")
+    engine = qformer.create_model("tiny-random", lm={"quantize": "int8"}).lm.engine
+    embeds = torch.randn(2, 6, reference.lm.hidden_size) * 0.2
+    mask = torch.ones(2, 6, dtype=torch.long)
+    with torch.no_grad():
+        expected = reference.lm.model(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
+    bias = torch.zeros(2, 1, 6, 6).masked_fill(~torch.ones(6, 6, dtype=torch.bool).tril(), float("-inf"))
+    feeds = [embeds.numpy(), bias.numpy(), torch.arange(6).repeat(2, 1).numpy()]
+    empty = [torch.zeros(2, engine.heads, 0, engine.head_dim).numpy()] * (2 * engine.layers)
+    logits, _ = engine._run(*feeds, empty)
+    spread = float(expected.max() - expected.min())
+    assert float((torch.from_numpy(logits) - expected).abs().max()) < 0.05 * spread
+
+
+def test_the_engine_decodes_greedily_for_inference_only(cache):
+    model = qformer.create_model("tiny-random", lm={"quantize": "int8"})
+    with pytest.raises(ValueError, match="greedily"):
+        model.caption([random_photo(0)], num_beams=2)
+    with pytest.raises(ValueError, match="inference only"):
+        model.lm.loss(torch.zeros(1, 4, model.lm.hidden_size), torch.ones(1, 3, dtype=torch.long),
+                      torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+    assert model.lm.generate_text(["a photo"], max_new_tokens=3)  # the plain-text path decodes too
+
+
+def test_quantize_is_checked_and_a_seq2seq_lm_is_refused(cache):
+    with pytest.raises(ConfigError, match="lm.quantize='int3'"):
+        qformer.create_model("tiny-random", lm={"quantize": "int3"})
+    with pytest.raises(ValueError, match="causal language models"):
+        qformer.create_model("tiny-random-t5", lm={"quantize": "int8"})
+
+
+def test_a_damaged_or_hostile_engine_folder_is_refused_by_name_and_kept(tmp_path):
+    export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
+    folder = tmp_path / "out" / LM_FOLDER
+    graph = folder / GRAPH
+    original = graph.read_bytes()
+    graph.write_bytes(original[:-8] + b"01234567")
+    with pytest.raises(ValueError, match=f"{GRAPH}: its SHA-256 does not match"):
+        qformer.create_model(str(tmp_path / "out"))
+    assert graph.read_bytes()[-8:] == b"01234567"  # kept as it was, for the user to look at
+    graph.write_bytes(original)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for field, value, message in [("graph", {"file": "../../x.onnx"}, "must be one of this folder's files"),
+                                  ("tokenizer", "../../elsewhere", "the tokenizer must be the folder's own"),
+                                  ("format", 99, "engine format 99")]:
+        (folder / MANIFEST).write_text(json.dumps({**manifest, field: value}))
+        with pytest.raises(ValueError, match=message):
+            qformer.create_model(str(tmp_path / "out"))
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    config["lm"]["onnx"] = "../elsewhere"
+    (tmp_path / "out" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="climbs out of the checkpoint folder"):
+        qformer.create_model(str(tmp_path / "out"))
+
+
+def test_an_engine_folder_loads_on_its_own(tmp_path):
+    export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
+    engine = OnnxCausalLM(tmp_path / "out" / LM_FOLDER)
+    embeds, mask = torch.randn(2, 5, engine.embeddings.shape[1]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    tokens = engine.greedy(embeds, mask, max_new_tokens=4, eos_token_id=None, pad_token_id=0)
+    assert tokens.shape == (2, 4)
+
+
+def test_cli_quantize(tmp_path, cat, cache, capsys):
+    image = str(tmp_path / "cat.jpg")
+    cat.save(image)
+    assert main(["caption", image, "--model", "tiny-random", "--quantize", "int4", "--max-new-tokens", "3"]) == 0
+    assert main(["caption", image, "--model", "tiny-random", "--quantize", "int4", "--num-beams", "2"]) == 2
+    assert "greedily" in capsys.readouterr().err
+    assert main(["export", "--onnx", str(tmp_path / "q"), "--model", "tiny-random", "--quantize", "int8"]) == 0
+    assert "int8 weights" in capsys.readouterr().out
+    assert qformer.create_model(str(tmp_path / "q")).lm.engine.manifest["quantize"] == "int8"
