@@ -1,5 +1,7 @@
 """Start-up and caption latency of a preset on this machine: process start to first caption (after
-the one-time GGUF cache), warm caption latency per image, and peak resident memory; for the
+the one-time GGUF and engine caches), warm caption latency per image, decoding speed and peak
+resident memory, for the LM in torch (fp32, bf16), on onnxruntime (int8, int4 weights), and for
+`qformer export --onnx` folders (visual path and LM on onnxruntime, fp32 and int4); for the
 default, also the routed captioner (photos grounded, drawings to the bridge).
 
 Each measurement runs in a fresh Python process, as a user's first command would.
@@ -11,8 +13,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CHILD = r"""
@@ -20,11 +24,16 @@ import json, resource, statistics, sys, time
 start = time.perf_counter()
 import torch
 import qformer
-if sys.argv[3] == "routed":  # the routed captioner: photos grounded, drawings to the bridge
+how = sys.argv[3]
+if how == "routed":  # the routed captioner: photos grounded, drawings to the bridge
     from qformer.grounded import load_captioner
     model = load_captioner(sys.argv[1])
+elif how.startswith("folder="):  # an exported folder
+    model = qformer.create_model(how[len("folder="):])
+elif how in ("int8", "int4"):
+    model = qformer.create_model(sys.argv[1], lm={"quantize": how})
 else:
-    model = qformer.create_model(sys.argv[1], lm={"dtype": sys.argv[3]}).eval()
+    model = qformer.create_model(sys.argv[1], lm={"dtype": how}).eval()
 loaded = time.perf_counter()
 images = sys.argv[4:]
 model.caption(images[:1], max_new_tokens=int(sys.argv[2]))
@@ -34,8 +43,16 @@ for image in images * 3:  # three rounds, so the median is stable
     begin = time.perf_counter()
     model.caption([image], max_new_tokens=int(sys.argv[2]))
     warm.append(time.perf_counter() - begin)
+tokens_per_s = None
+if how != "routed":  # decoding alone: 17 forced tokens more than a one-token caption, same image
+    def timed(n):
+        begin = time.perf_counter()
+        model.caption(images[:1], max_new_tokens=n, min_new_tokens=n)
+        return time.perf_counter() - begin
+    one, many = min(timed(1) for _ in range(3)), min(timed(18) for _ in range(3))
+    tokens_per_s = 17 / (many - one)
 print(json.dumps({"import_and_load_s": loaded - start, "first_caption_s": first - start,
-                  "warm_caption_s": statistics.median(warm),
+                  "warm_caption_s": statistics.median(warm), "tokens_per_s": tokens_per_s,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -49,8 +66,17 @@ def main() -> None:
     # the first run may fill the GGUF cache; the later ones are the cold starts users see
     photos = [i for i in args.images if Path(i).suffix.lower() in (".jpg", ".jpeg")]
     drawings = [i for i in args.images if i not in photos]
+    exported = Path(tempfile.mkdtemp(prefix="qformer-bench-"))
+    for name, extra in (("fp32", []), ("int4", ["--quantize", "int4"])):
+        subprocess.run([sys.executable, "-m", "qformer", "export", "--onnx", str(exported / name), "--model",
+                        args.model, *extra], check=True, capture_output=True)
     plan = [("first run (may fill the cache)", "float32", args.images), ("cold start, fp32 LM", "float32", args.images),
             ("cold start, bf16 LM", "bfloat16", args.images)]
+    for bits in ("int8", "int4"):  # the first run builds the engine; the second is the cold start users see
+        plan += [(f"first run, {bits} LM on onnxruntime (may build the engine cache)", bits, args.images),
+                 (f"cold start, {bits} LM on onnxruntime", bits, args.images)]
+    plan += [("exported folder: visual graph + fp32 LM on onnxruntime", f"folder={exported / 'fp32'}", args.images),
+             ("exported folder: visual graph + int4 LM on onnxruntime", f"folder={exported / 'int4'}", args.images)]
     if args.model == "default":  # the routed default on photos (grounded) and on drawings (the bridge)
         plan += [(f"routed default, {len(photos)} photos", "routed", photos),
                  (f"routed default, {len(drawings)} drawings", "routed", drawings)]
@@ -63,11 +89,14 @@ def main() -> None:
 
     print(f"model: {args.model} | {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads | "
           f"torch {torch.__version__} | up to {args.tokens} new tokens | images: {', '.join(Path(i).name for i in args.images)}")
-    print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image, median (s) | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|")
+    shutil.rmtree(exported)
+    print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image, median (s) "
+          "| decoding, tokens/s | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for (name, _, _), r in zip(plan, runs):
+        speed = f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else "–"
         print(f"| {name} | {r['first_caption_s']:.2f} | {r['import_and_load_s']:.2f} | {r['warm_caption_s']:.3f} | "
-              f"{r['peak_rss_mib']:.0f} |")
+              f"{speed} | {r['peak_rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 The LM is exported once as one graph that takes input embeddings (so the visual prompt goes straight
 in), an additive attention bias and a KV cache, and returns the last position's logits and the grown
-cache. `quantize="int4"` or `"int8"` then stores every MatMul weight (lm_head included) in blocks of
-32 with their own scale and zero point, run by onnxruntime's `MatMulNBits`, which also quantizes the
-activations in blocks (accuracy level 4) rather than per tensor: per-tensor activation quantization is
-what loses the visual prompt (the LM's MLP activations have outliers).
+cache. `quantize="int8"` or `"int4"` then stores every MatMul weight in blocks of 32, in llama.cpp's
+Q8_0 and Q4_1 formats, run by onnxruntime's `MatMulNBits` (`onnx_quantize.py`): a GGUF model keeps
+its own weights exactly. Activations stay float: quantizing them per tensor is what loses the
+visual prompt (the LM's MLP activations have outliers).
 
 optimum-onnx would be the maintained exporter, but its release pins transformers below 4.58 and has
 no input-embeddings decoder, so the export is our own: torch's exporter on transformers' own model.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,7 +37,7 @@ TOKENIZER_DIR = "tokenizer"
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
 BLOCK_SIZE = 32
 OPSET = 18
-FORMAT = 1
+FORMAT = 2
 MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more; the graph is read from bytes
 MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 
@@ -102,8 +101,9 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         except Exception as e:  # noqa: BLE001 -- any exporter failure means "this architecture does not export"
             raise ValueError(f"{type(model).__name__} does not export to ONNX with a KV cache ({type(e).__name__}: "
                              f"{e}); run the language model in torch instead") from e
+        counts = None
         if quantize is not None:
-            _quantize(exported, QUANTIZE_BITS[quantize])
+            counts = _quantize(exported, QUANTIZE_BITS[quantize], model.get_input_embeddings().num_embeddings)
         data = exported.read_bytes() if exported.stat().st_size < MAX_GRAPH_BYTES else None
     if data is None:
         raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
@@ -123,7 +123,7 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     error = float(np.abs(session.run(["logits"], feeds)[0] - expected.numpy()).max())
     manifest = {
         "format": FORMAT, "architecture": type(model).__name__, "quantize": quantize,
-        "block_size": BLOCK_SIZE if quantize else None, "layers": layers, "kv_heads": heads, "head_dim": head_dim,
+        "block_size": BLOCK_SIZE if quantize else None, "quantized_matmuls": counts, "layers": layers, "kv_heads": heads, "head_dim": head_dim,
         "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
         "graph": {"file": GRAPH, "sha256": hashlib.sha256(data).hexdigest(), "opset": OPSET},
         "embeddings": {"file": EMBEDDINGS, "sha256": _sha256(folder / EMBEDDINGS)},
@@ -133,20 +133,18 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     return manifest
 
 
-def _quantize(path: Path, bits: int) -> None:
-    """Block-wise weight-only quantization of every constant MatMul weight, in place."""
-    require("onnx_ir", "quantizing the language model")  # onnxruntime's quantizer imports it
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+def _quantize(path: Path, bits: int, head_columns: int) -> dict:
+    """Block-wise weights for every MatMul (`onnx_quantize.py`), in place; the counts of each kind."""
+    onnx = require("onnx", "quantizing the language model")
+    from .onnx_quantize import quantize_matmuls
 
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
-    settings = DefaultWeightOnlyQuantConfig(block_size=BLOCK_SIZE, is_symmetric=False, accuracy_level=4, bits=bits)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), algo_config=settings)
-    quantizer.process()
-    for other in path.parent.iterdir():  # external data of a large float export is not needed any more
+    graph = onnx.load(str(path))
+    counts = quantize_matmuls(graph, bits, head_columns)
+    for other in path.parent.iterdir():  # the float export's external data is not needed any more
         if other != path:
             other.unlink()
-    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+    onnx.save(graph, str(path))
+    return counts
 
 
 class OnnxCausalLM:

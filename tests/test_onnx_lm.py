@@ -120,3 +120,39 @@ def test_cli_quantize(tmp_path, cat, cache, capsys):
     assert main(["export", "--onnx", str(tmp_path / "q"), "--model", "tiny-random", "--quantize", "int8"]) == 0
     assert "int8 weights" in capsys.readouterr().out
     assert qformer.create_model(str(tmp_path / "q")).lm.engine.manifest["quantize"] == "int8"
+
+
+def _snap_to_gguf_grids(lm: torch.nn.Module) -> None:
+    """Put every linear weight on a Q4_1 grid and the output head on a Q8_0 grid, as a GGUF file
+    dequantized to float has them (blocks of 32 along the input dimension)."""
+    with torch.no_grad():
+        for name, module in lm.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            blocks = module.weight.reshape(module.weight.shape[0], -1, 32)
+            if name.endswith("lm_head"):
+                scale = (blocks.abs().amax(-1, keepdim=True) / 127).clamp_min(1e-8)  # the padding row is zeros
+                snapped = (blocks / scale).round().clamp(-127, 127) * scale
+            else:
+                low, high = blocks.amin(-1, keepdim=True), blocks.amax(-1, keepdim=True)
+                scale = ((high - low) / 15).clamp_min(1e-8)
+                snapped = ((blocks - low) / scale).round().clamp(0, 15) * scale + low
+            module.weight.copy_(snapped.reshape(module.weight.shape))
+
+
+def test_int4_keeps_weights_that_came_from_a_gguf_file_exactly(tmp_path):
+    from qformer.onnx_lm import export_causal_lm
+
+    model = qformer.create_model("tiny-random")
+    lm = model.lm.model
+    lm.config.tie_word_embeddings = False
+    lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())  # a head of its own, Q8_0 in GGUF
+    _snap_to_gguf_grids(lm)
+    manifest = export_causal_lm(lm, model.lm.tokenizer, tmp_path / "engine", "int4", builtin_tokenizer="byt5")
+    assert manifest["quantized_matmuls"] == {"int4": 14, "int8": 1, "kept_float": 0}
+    engine = OnnxCausalLM(tmp_path / "engine")
+    embeds = torch.randn(3, 7, lm.config.hidden_size) * 0.5
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7, [0, 1, 1, 1, 1, 1, 1]])
+    expected = lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                           eos_token_id=1, pad_token_id=0)
+    assert torch.equal(engine.greedy(embeds, mask, max_new_tokens=12, eos_token_id=1, pad_token_id=0), expected)

@@ -1,0 +1,112 @@
+"""Block-wise weight quantization of an ONNX graph's MatMuls, in llama.cpp's two common formats, run
+by onnxruntime's `MatMulNBits`.
+
+- `int8`: every block of 32 weights along the input dimension is `scale * q`, `q` in [-127, 127]
+  (GGUF's Q8_0), stored as `q + 128` with an integer zero point of 128.
+- `int4`: every block is `scale * q + minimum`, `q` in [0, 15] (GGUF's Q4_1); the output head stays
+  int8, as llama.cpp's Q4 files keep it. `MatMulNBits` takes only integer zero points, and a float
+  one makes it dequantize on every call, so the minimum is carried apart: the block sums of the input
+  times the blocks' minima, one small MatMul, added to `MatMulNBits` with a zero point of 0.
+
+A weight that already lies on such a grid (a GGUF model dequantized to float) is stored exactly, so
+the quantized graph computes with the very weights the float one does. Activations stay float32
+(accuracy level 0): onnxruntime's int8 activation blocks (level 4) changed greedy tokens here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK = 32
+ACCURACY_LEVEL = 0
+MS_DOMAIN = "com.microsoft"
+
+
+def quantize_matmuls(graph, bits: int, head_columns: int | None = None) -> dict:
+    """Replace, in place, every MatMul of the ONNX `graph` (a ModelProto) whose weight is a constant
+    `(K, N)` initializer with K a multiple of 32. With `bits=4`, the MatMul with `head_columns`
+    outputs (the vocabulary) gets 8 bits. Returns counts of what was done."""
+    from onnx import helper, numpy_helper
+
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    initializers = {i.name: i for i in graph.graph.initializer}
+    nodes, counts = [], {"int4": 0, "int8": 0, "kept_float": 0}
+    for node in graph.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        array = numpy_helper.to_array(weight) if weight is not None else None
+        if array is None or array.ndim != 2 or array.shape[0] % BLOCK or array.dtype != np.float32:
+            counts["kept_float"] += array is not None
+            nodes.append(node)
+            continue
+        if not np.isfinite(array).all():
+            raise ValueError(f"the weight of {node.name} holds NaN or infinity; this language model cannot be quantized")
+        node_bits = 8 if bits == 8 or array.shape[1] == head_columns else 4
+        new_nodes, tensors = (_int8 if node_bits == 8 else _int4)(node, array)
+        graph.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in tensors.items())
+        nodes += new_nodes
+        counts[f"int{node_bits}"] += 1
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    used = {name for node in graph.graph.node for name in node.input}
+    kept = [i for i in graph.graph.initializer if i.name in used]
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    if not any(o.domain == MS_DOMAIN for o in graph.opset_import):
+        graph.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return counts
+
+
+def _blocks(weight: np.ndarray) -> np.ndarray:
+    """`(K, N)` -> `(N, K / 32, 32)`: MatMulNBits' layout, blocks along the input dimension."""
+    k, n = weight.shape
+    return weight.T.reshape(n, k // BLOCK, BLOCK).astype(np.float64)
+
+
+def _matmul_nbits(node, bits: int, k: int, n: int, names: list[str], output: str):
+    from onnx import helper
+
+    return helper.make_node("MatMulNBits", [node.input[0], *names], [output], name=f"{node.name}_int{bits}",
+                            domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL)
+
+
+def _int8(node, weight: np.ndarray):
+    k, n = weight.shape
+    blocks = _blocks(weight)
+    scale = np.abs(blocks).max(-1, keepdims=True) / 127
+    scale[scale == 0] = 1
+    q = (np.clip(np.rint(blocks / scale), -127, 127) + 128).astype(np.uint8)
+    base = node.output[0]  # unique per node, where a weight may be shared
+    tensors = {f"{base}_int8": q, f"{base}_scales": scale.reshape(-1).astype(np.float32),
+               f"{base}_zero_points": np.full(n * (k // BLOCK), 128, np.uint8)}
+    return [_matmul_nbits(node, 8, k, n, list(tensors), node.output[0])], tensors
+
+
+def _int4(node, weight: np.ndarray):
+    from onnx import helper
+
+    k, n = weight.shape
+    blocks = _blocks(weight)
+    low, high = blocks.min(-1, keepdims=True), blocks.max(-1, keepdims=True)
+    scale = (high - low) / 15
+    scale[scale == 0] = 1
+    q = np.clip(np.rint((blocks - low) / scale), 0, 15).astype(np.uint8)
+    per_row = k // BLOCK
+    base, x, y = node.output[0], node.input[0], node.output[0]
+    tensors = {f"{base}_int4": (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8),
+               f"{base}_scales": scale.reshape(-1).astype(np.float32),
+               f"{base}_zero_points": np.zeros(n * ((per_row + 1) // 2), np.uint8)}
+    names = list(tensors)
+    tensors |= {f"{base}_minima": low[..., 0].T.astype(np.float32),  # (K / 32, N)
+                f"{base}_block_shape": np.array([-1, per_row, BLOCK], np.int64),
+                f"{base}_last_axis": np.array([-1], np.int64)}
+    nodes = [
+        _matmul_nbits(node, 4, k, n, names, f"{y}_scaled"),
+        helper.make_node("Reshape", [x, f"{base}_block_shape"], [f"{y}_input_blocks"]),
+        helper.make_node("ReduceSum", [f"{y}_input_blocks", f"{base}_last_axis"], [f"{y}_block_sums"], keepdims=0),
+        helper.make_node("MatMul", [f"{y}_block_sums", f"{base}_minima"], [f"{y}_offset_rows"]),
+        helper.make_node("Shape", [f"{y}_scaled"], [f"{y}_shape"]),
+        helper.make_node("Reshape", [f"{y}_offset_rows", f"{y}_shape"], [f"{y}_offset"]),
+        helper.make_node("Add", [f"{y}_scaled", f"{y}_offset"], [y]),
+    ]
+    return nodes, tensors

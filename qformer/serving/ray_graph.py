@@ -1,0 +1,142 @@
+"""Any `qformer.compose.Graph` on Ray Serve, without rewriting its nodes.
+
+Every `Node` becomes a deployment of its own (`NodeServer`) with its own `ray_actor_options`
+(`num_cpus`, `num_gpus`), replicas or `autoscaling_config`, and `max_ongoing_requests`; a node that
+declares a `batch_size` takes requests in adaptive batches (`@serve.batch`, at most that many). The
+graph's shape (`Chain`, `Parallel`, `Route`, `Switch`) runs in a driver deployment, where each node
+is replaced by a call through its `DeploymentHandle`: the inputs of one request go out at once, and
+`Parallel` branches run concurrently, as in process.
+
+A node's function is pickled into its replicas: give a node a function of a module (or a class
+whose `__call__` loads its model on first use), not a loaded model, so each replica loads its own.
+
+    app = deploy_graph(graph, options={"generate": {"ray_actor_options": {"num_gpus": 1}}})
+    serve.run(app)   # then: await handle.remote([{"image": ...}]) -> list of result dicts
+"""
+
+# no `from __future__ import annotations`: Ray Serve reads the batch method's signature
+import asyncio
+import copy
+import time
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from ..compose.graph import Graph, Node, State, Step
+from .metrics import record_batch, record_latency
+
+NODE_DEFAULTS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32}
+BATCH_WAIT_S = 0.01
+
+
+@serve.deployment(graceful_shutdown_timeout_s=5)
+class NodeServer:
+    """One node's function behind a deployment: `call(arguments)` -> the node's output."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.call_batched.set_max_batch_size(node.batch_size or 1)
+        self.call_batched.set_batch_wait_timeout_s(BATCH_WAIT_S)
+
+    async def call(self, arguments: list) -> Any:
+        if self.node.batch_size is not None:
+            return await self.call_batched(arguments)
+        start = time.perf_counter()
+        output = await asyncio.to_thread(self.node.fn, *arguments)
+        record_latency(self.node.name, time.perf_counter() - start)
+        return output
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def call_batched(self, requests: list) -> list:
+        start = time.perf_counter()
+        columns = [list(column) for column in zip(*requests)]
+        produced = await asyncio.to_thread(self.node.fn, *columns)
+        record_batch(self.node.name, len(requests))
+        record_latency(self.node.name, time.perf_counter() - start)
+        return list(zip(*produced)) if len(self.node.outputs) > 1 else list(produced)
+
+
+class RemoteNode(Node):
+    """A node whose function runs in its deployment: one request per input, all sent at once."""
+
+    def __init__(self, node: Node, handle: DeploymentHandle):
+        super().__init__(node.name, node.fn, node.inputs, node.outputs)
+        self.handle = handle
+
+    def run(self, states: list[State], timings: list[dict[str, float]]) -> None:
+        start = time.perf_counter()
+        responses = [self.handle.call.remote(self._arguments(s)) for s in states]
+        for state, response in zip(states, responses):
+            self._store(state, response.result())
+        share = (time.perf_counter() - start) / max(len(states), 1)
+        for timing in timings:
+            timing[self.name] = timing.get(self.name, 0.0) + share
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256, graceful_shutdown_timeout_s=5)
+class GraphDriver:
+    """The graph's shape, with every node a call to its deployment; `remote(inputs)` -> results."""
+
+    def __init__(self, root: Step, **handles: DeploymentHandle):
+        self.graph = Graph(_remote(root, handles))
+
+    async def __call__(self, inputs: list[State]) -> list[dict]:
+        # the graph blocks on its handles' responses: run it off the event loop
+        results = await asyncio.to_thread(self.graph.map, inputs)
+        return [{"values": r.values, "timings": r.timings} for r in results]
+
+
+def nodes_of(step: Step) -> list[Node]:
+    """Every node of a step tree, in the order they appear."""
+    if isinstance(step, Node):
+        return [step]
+    return [node for child in _children(step) for node in nodes_of(child)]
+
+
+def deploy_graph(graph: Graph, options: dict[str, dict] | None = None, driver_options: dict | None = None):
+    """The Serve application for `graph`: a `NodeServer` per node (options by node name, over
+    `NODE_DEFAULTS`) and a `GraphDriver` that runs the graph's shape over them."""
+    options = options or {}
+    nodes = nodes_of(graph.root)
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"node names must be unique to become deployments; {names} repeats some")
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options name {unknown}, which are not nodes of this graph ({names})")
+    handles = {}
+    for node in nodes:
+        settings = {**NODE_DEFAULTS, **options.get(node.name, {})}
+        handles[_deployment_name(node.name)] = NodeServer.options(name=_deployment_name(node.name), **settings).bind(node)
+    return GraphDriver.options(**(driver_options or {})).bind(graph.root, **handles)
+
+
+def _deployment_name(node_name: str) -> str:
+    return "node_" + "".join(c if c.isalnum() else "_" for c in node_name)
+
+
+def _children(step: Step) -> list[Step]:
+    for attribute in ("steps", "branches"):
+        children = getattr(step, attribute, None)
+        if children is not None:
+            return list(children.values()) if isinstance(children, dict) else list(children)
+    if hasattr(step, "cheap"):
+        return [step.cheap, step.strong]
+    return []
+
+
+def _remote(step: Step, handles: dict[str, DeploymentHandle]) -> Step:
+    """A copy of the step tree with every node replaced by a call to its deployment."""
+    if isinstance(step, Node):
+        return RemoteNode(step, handles[_deployment_name(step.name)])
+    remote = copy.copy(step)
+    if hasattr(step, "steps"):
+        remote.steps = tuple(_remote(s, handles) for s in step.steps)
+    elif isinstance(getattr(step, "branches", None), dict):
+        remote.branches = {k: _remote(s, handles) for k, s in step.branches.items()}
+    elif hasattr(step, "branches"):
+        remote.branches = [_remote(s, handles) for s in step.branches]
+    elif hasattr(step, "cheap"):
+        remote.cheap, remote.strong = _remote(step.cheap, handles), _remote(step.strong, handles)
+    return remote
