@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     common.add_argument("--max-new-tokens", type=positive_int, default=30)
     common.add_argument("--num-beams", type=positive_int, default=1)
-    common.add_argument("--quantize", choices=LM_QUANTIZE, help=QUANTIZE_HELP)
+    common.add_argument("--quantize", choices=("none", *LM_QUANTIZE),
+                        help=QUANTIZE_HELP + "; 'none' keeps it in torch (default: int4 for the default's bridge on a "
+                             "CPU, when decoding is greedy)")
 
     caption = commands.add_parser("caption", parents=[common], help="caption images")
     caption.add_argument("images", nargs="+", help="image files")
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default="default", help="the captioner: default, bridge, grounded or a bridge")
     serve.add_argument("--replicas", type=positive_int, default=1, help="replicas of each model deployment")
+    serve.add_argument("--ensemble", action="store_true",
+                       help="also serve the caption ensemble graph (three decodings, scored, ranked) at POST /ensemble/")
 
     demo = commands.add_parser("demo", help="start the web demo (Gradio)")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
@@ -167,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
         require("ray", "qformer serve")
         from .serving.run import serve_locally
 
-        serve_locally(args.host, args.port, args.model, args.replicas)
+        serve_locally(args.host, args.port, args.model, args.replicas, ensemble=args.ensemble)
         return 0
     if args.command == "demo":
         require("gradio", "qformer demo")
@@ -180,7 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from qformer.grounded import load_captioner
 
-    model = _load(lambda: load_captioner(args.model, device, quantize=args.quantize), args.model)
+    quantize = args.quantize or ("none" if args.num_beams > 1 else None)  # the onnxruntime LM decodes greedily
+    model = _load(lambda: load_captioner(args.model, device, quantize=quantize), args.model)
     if isinstance(model, int):
         return model
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}

@@ -122,7 +122,8 @@ class FrozenLM(Frozen):
     def _engine_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
         if set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1:
             raise ValueError("the language model runs on onnxruntime (lm.quantize or lm.onnx), which decodes "
-                             "greedily: drop sampling and beam settings, or unset lm.quantize to run it in torch")
+                             "greedily: drop sampling and beam settings, or run it in torch (unset lm.quantize; "
+                             "on the command line, --quantize none)")
         return self.engine.greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,6 +83,8 @@ def _quantized_engine(config: LMConfig) -> Path:
     folder = cache_root() / "onnx-lm" / f"{config.quantize}-{key}"
     if (folder / MANIFEST).is_file():
         return folder
+    warnings.warn(f"building the {config.quantize} language model for onnxruntime once, into {folder}; later "
+                  "loads read it from there", stacklevel=4)
     model, tokenizer, kind = load_language_model(config)
     if kind != "causal":
         raise ValueError(f"lm.quantize runs causal language models; {config.name_or_path or 'this LM'} is {kind}. "

@@ -99,7 +99,26 @@ def test_caption_ask_and_wildlife(server):
                 question="what colour is the circle?").json()["source"] == "bridge"
     report = post(url, "/wildlife", cat, "chelsea.jpg").json()
     assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
-    assert requests.get(f"{url}/openapi.json", timeout=10).json()["paths"].keys() >= {"/caption", "/ask", "/wildlife"}
+    scores = requests.post(f"{url}/scores", files={"image": ("cat.jpg", cat)}, data={"texts": ["a cat", "a cup"]},
+                           timeout=60).json()
+    assert scores["texts"] == ["a cat", "a cup"] and len(scores["scores"]) == 2
+    assert requests.post(f"{url}/scores", files={"image": ("cat.jpg", cat)}, timeout=60).status_code == 422
+    paths = requests.get(f"{url}/openapi.json", timeout=10).json()["paths"].keys()
+    assert paths >= {"/caption", "/ask", "/scores", "/wildlife", "/metrics"}
+
+
+def test_prometheus_metrics_give_each_nodes_latency_and_batch_sizes(server):
+    url, _ = server
+    post(url, "/caption", (SAMPLES / "chelsea.jpg").read_bytes())
+    deadline, page = time.time() + 90, ""
+    while time.time() < deadline:  # Ray reports a replica's metrics every few seconds
+        page = requests.get(f"{url}/metrics", timeout=30).text
+        if 'ray_qformer_node_batch_size_count{' in page and 'node="caption"' in page:
+            break
+        time.sleep(3)
+    latency = [line for line in page.splitlines() if line.startswith("ray_qformer_node_latency_seconds_count")]
+    assert any('node="caption"' in line and 'deployment="CaptionModel"' in line for line in latency), page[-2000:]
+    assert "# TYPE ray_qformer_node_batch_size histogram" in page
 
 
 def test_fifty_concurrent_requests_all_succeed(server):

@@ -11,17 +11,35 @@ from .captioner import BridgeCaptioner, Captioner, GroundedCaptioner, RoutedCapt
 PATH_NOTES = {"default": "photos to the grounded captioner, drawings to the trained bridge",
               "bridge": "the default's trained bridge alone", "grounded": "the default's photo path alone"}
 CAPTIONER_PRESETS = tuple(PATH_NOTES)
+# The default's LM is SmolLM2 from a Q4_1 GGUF file (output head Q8_0): int4 holds those very weights,
+# so it decodes the same tokens as float32 torch, faster and in less memory (README, "Deployment").
+DEFAULT_CPU_QUANTIZE = "int4"
+
+
+def _on_cpu(device: str | None) -> bool:
+    import torch
+
+    return str(device).startswith("cpu") if device else not torch.cuda.is_available()
+
+
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
 def load_captioner(name: str = "default", device: str | None = None, quantize: str | None = None) -> Captioner:
     """Any other name is a bridge: a preset, a folder or a hub id, as `qformer.create_model` takes.
     A converted BLIP-2 checkpoint answers everything through its own bridge. `quantize` ("int8",
-    "int4") runs the bridge's language model on onnxruntime with block-wise low-bit weights."""
+    "int4") runs the bridge's language model on onnxruntime with block-wise low-bit weights; "none"
+    keeps it in torch; None lets the default's bridge run its int4 engine on a CPU (see below)."""
     from ..factory import DEFAULT_MODEL, create_model
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))
-    overrides = {"lm": {"quantize": quantize}} if quantize else {}
+    if quantize is None and name in ("default", "bridge") and _on_cpu(device) and _has_onnx():
+        quantize = DEFAULT_CPU_QUANTIZE
+    overrides = {"lm": {"quantize": quantize}} if quantize not in (None, "none") else {}
     bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name, **overrides).eval()
     bridge = BridgeCaptioner(bridge.to(device) if device else bridge)
     if name != "default":

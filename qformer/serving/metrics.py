@@ -1,8 +1,9 @@
 """Prometheus metrics of the served models: per node, its latency and the sizes of its batches.
 
 They go through Ray's own metrics (tagged with the deployment, replica and application, as Ray
-tags its own), which every Ray node exports for Prometheus to scrape; `GET /metrics` on the API
-gathers the `qformer_` and `ray_serve_` families of every node in one page.
+tags its own), which every Ray node exports for Prometheus to scrape, as `ray_qformer_node_latency_seconds`
+and `ray_qformer_node_batch_size`; `GET /metrics` on the API gathers those and the `ray_serve_`
+families of every node in one page.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from functools import cache
 
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
-FAMILIES = ("qformer_", "ray_serve_")
+FAMILIES = ("ray_qformer_", "ray_serve_")  # Ray exports an application's metrics with its own prefix
 
 
 @cache
@@ -34,7 +35,8 @@ def record_batch(node: str, size: int) -> None:
 
 
 def gather(timeout_s: float = 2.0) -> str:
-    """The qformer and Ray Serve metrics of every alive Ray node, as one Prometheus text page."""
+    """The qformer and Ray Serve metrics of every alive Ray node, as one Prometheus text page (each line
+    tagged with its node's address by Ray)."""
     import urllib.request
 
     import ray

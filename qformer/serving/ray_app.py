@@ -7,29 +7,32 @@ a Serve config (`serve run` / KubeRay's RayService), by configuration only.
 
     POST /caption   (multipart: image)              -> {"caption", "source", "facts"?}
     POST /ask       (multipart: image, question)    -> {"answer", "source", "facts"?}
+    POST /scores    (multipart: image, texts)       -> {"scores": [...]} image-text similarity per text
     POST /wildlife  (multipart: image)              -> MegaDetector batch JSON for the image
     GET  /healthz                                   -> {"status": "ok"}
+    GET  /metrics                                   -> Prometheus text: per-node latency and batch sizes
     GET  /docs                                      -> OpenAPI page
+
+`build_ensemble_app` serves the caption ensemble graph (`caption_ensemble.py`) through the generic
+graph deployment (`ray_graph.py`) at `POST /ensemble/` (multipart: image).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as types
+import time
+
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import PlainTextResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from ..images import ImageLoadError, load_image
+from .metrics import gather, record_batch, record_latency
+from .ray_graph import use_the_machines_cores
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_TEXTS, MAX_TEXT_CHARS = 64, 1000
 
 
-def _use_the_machines_cores() -> None:
-    """Ray gives an actor as many threads as CPUs it reserved (one, for half a CPU); the models share
-    this machine's cores as an in-process run would."""
-    import os
-
-    import torch
-
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 MAX_BATCH, BATCH_WAIT_S = 8, 0.01
 
 api = FastAPI(title="qformer", description="Captions, answers and wildlife reports for uploaded images.")
@@ -40,17 +43,27 @@ class CaptionModel:
     def __init__(self, model: str = "default"):
         from ..grounded import load_captioner
 
-        _use_the_machines_cores()
-        self.captioner = load_captioner(model)
+        use_the_machines_cores()
+        self.model, self.captioner = model, load_captioner(model)
+        bridge = getattr(self.captioner, "bridge", self.captioner)
+        self.scorer = getattr(bridge, "model", None)  # the Blip2 behind the bridge path, for ITC scores
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def caption(self, images: list) -> list[dict]:
-        return [a.to_dict() for a in self.captioner.caption(images)]
+        with _measured("caption", len(images)):
+            return [a.to_dict() for a in self.captioner.caption(images)]
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def ask(self, requests: list[tuple]) -> list[dict]:
-        answers = self.captioner.ask([image for image, _ in requests], [question for _, question in requests])
-        return [a.to_dict() for a in answers]
+        with _measured("ask", len(requests)):
+            answers = self.captioner.ask([image for image, _ in requests], [question for _, question in requests])
+            return [a.to_dict() for a in answers]
+
+    async def scores(self, image, texts: list[str]) -> list[float]:
+        if self.scorer is None:
+            raise HTTPException(400, f"the captioner {self.model!r} has no image-text scores; serve a bridge")
+        with _measured("scores", 1):
+            return [round(float(s), 6) for s in self.scorer.scores([image], texts)[0]]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32, graceful_shutdown_timeout_s=5)
@@ -58,7 +71,7 @@ class WildlifeModel:
     def __init__(self):
         from ..wildlife import WildlifePipeline
 
-        _use_the_machines_cores()
+        use_the_machines_cores()
         self.pipeline = WildlifePipeline.default()
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
@@ -66,9 +79,24 @@ class WildlifeModel:
         from ..wildlife.batch import describe_detector
         from ..wildlife.megadetector import to_megadetector
 
-        results = self.pipeline([image for image, _ in requests], names=[name for _, name in requests])
+        with _measured("wildlife", len(requests)):
+            results = self.pipeline([image for image, _ in requests], names=[name for _, name in requests])
         return [to_megadetector([r], describe_detector(self.pipeline.detector), "EfficientNet-Lite2 experts")
                 for r in results]
+
+
+class _measured:
+    """Records a model call's latency and batch size under its node name (`metrics.py`)."""
+
+    def __init__(self, node: str, batch: int):
+        self.node, self.batch = node, batch
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        record_latency(self.node, time.perf_counter() - self.start)
+        record_batch(self.node, self.batch)
 
 
 async def _image(upload: UploadFile):
@@ -91,6 +119,12 @@ class Api:
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(self) -> str:
+        import asyncio
+
+        return await asyncio.to_thread(gather)
+
     @api.post("/caption")
     async def caption(self, image: UploadFile = File(...)) -> dict:
         return await self.captioner.caption.remote(await _image(image))
@@ -101,6 +135,13 @@ class Api:
             raise HTTPException(422, "ask a question of 1 to 1000 characters")
         return await self.captioner.ask.remote((await _image(image), question))
 
+    @api.post("/scores")
+    async def scores(self, image: UploadFile = File(...), texts: list[str] = Form(...)) -> dict:
+        if not 1 <= len(texts) <= MAX_TEXTS or any(not t.strip() or len(t) > MAX_TEXT_CHARS for t in texts):
+            raise HTTPException(422, f"send 1 to {MAX_TEXTS} texts (form field 'texts', repeated), each of 1 to "
+                                     f"{MAX_TEXT_CHARS} characters")
+        return {"texts": texts, "scores": await self.captioner.scores.remote(await _image(image), texts)}
+
     @api.post("/wildlife")
     async def wildlife(self, image: UploadFile = File(...)) -> dict:
         return await self.wildlife.report.remote((await _image(image), image.filename or "upload"))
@@ -110,6 +151,38 @@ def build_app(model: str = "default", replicas: int = 1):
     """The application graph: `serve.run(build_app())`, or `serve run qformer.serving.ray_app:app`."""
     return Api.bind(CaptionModel.options(num_replicas=replicas).bind(model),
                     WildlifeModel.options(num_replicas=replicas).bind())
+
+
+ensemble_api = FastAPI(title="qformer caption ensemble", description="Three decodings of one bridge, each "
+                       "scored against the image, ranked.")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256, graceful_shutdown_timeout_s=5)
+@serve.ingress(ensemble_api)
+class EnsembleApi:
+    def __init__(self, graph: DeploymentHandle):
+        self.graph = graph
+
+    @ensemble_api.post("/")
+    async def run(self, image: UploadFile = File(...)) -> dict:
+        (result,) = await self.graph.remote([{"image": await _image(image)}])
+        return {**result["values"]["ranked"], "seconds": result["timings"]}
+
+
+def build_ensemble_app(model: str = "default"):
+    """The caption ensemble graph, every node its own deployment, behind `POST /` (mount it at /ensemble)."""
+    from .caption_ensemble import caption_ensemble
+    from .ray_graph import deploy_graph
+
+    # the nodes' replicas share the machine's cores; a small reservation lets six of them start on two
+    options = {node: {"ray_actor_options": {"num_cpus": 0.1}} for node in _node_names(caption_ensemble(model))}
+    return EnsembleApi.bind(deploy_graph(caption_ensemble(model), options))
+
+
+def _node_names(graph) -> list[str]:
+    from .ray_graph import nodes_of
+
+    return [node.name for node in nodes_of(graph.root)]
 
 
 app = build_app()

@@ -30,11 +30,22 @@ NODE_DEFAULTS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests":
 BATCH_WAIT_S = 0.01
 
 
+def use_the_machines_cores() -> None:
+    """Ray gives an actor as many threads as CPUs it reserved (one, for half a CPU); the models share
+    this machine's cores as an in-process run would."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 @serve.deployment(graceful_shutdown_timeout_s=5)
 class NodeServer:
     """One node's function behind a deployment: `call(arguments)` -> the node's output."""
 
     def __init__(self, node: Node):
+        use_the_machines_cores()
         self.node = node
         self.call_batched.set_max_batch_size(node.batch_size or 1)
         self.call_batched.set_batch_wait_timeout_s(BATCH_WAIT_S)

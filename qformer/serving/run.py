@@ -7,20 +7,26 @@ import threading
 
 
 def serve_locally(host: str = "127.0.0.1", port: int = 8000, model: str = "default", replicas: int = 1,
-                  num_cpus: int | None = None) -> None:
+                  num_cpus: int | None = None, ensemble: bool = False) -> None:
     import ray
     from ray import serve
 
-    from .ray_app import build_app
+    from ..grounded.loading import CAPTIONER_PRESETS
+    from .ray_app import build_app, build_ensemble_app
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     stop = threading.Event()
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(model, replicas), name="qformer", route_prefix="/")
+        routes = "POST /caption, /ask, /scores, /wildlife; GET /healthz, /metrics, /docs"
+        if ensemble:  # the captioner presets' bridge is the shipped default
+            serve.run(build_ensemble_app("default" if model in CAPTIONER_PRESETS else model), name="ensemble",
+                      route_prefix="/ensemble")
+            routes += "; POST /ensemble/"
         for signum in (signal.SIGINT, signal.SIGTERM):  # after Ray's start-up, which sets handlers of its own
             signal.signal(signum, lambda *_: stop.set())
-        print(f"serving on http://{host}:{port} (POST /caption, /ask, /wildlife; GET /healthz, /docs)", flush=True)
+        print(f"serving on http://{host}:{port} ({routes})", flush=True)
         stop.wait()
     finally:
         serve.shutdown()

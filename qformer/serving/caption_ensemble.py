@@ -1,0 +1,66 @@
+"""The model-composition example as a `qformer.compose` graph: three caption generators with different
+decoding run in parallel, a scorer rates each caption against the image (the bridge's image-text
+similarity), and a JSON aggregate ranks them.
+
+    graph = caption_ensemble("default")
+    graph(image="photo.jpg")["ranked"]   # in process
+    deploy_graph(graph)                   # on Ray Serve (`qformer serve --ensemble`), node by node
+
+Each node is a function of this module with its settings bound, so it pickles small and every Ray
+replica loads its own bridge on first use (one per process, shared by the nodes in it).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache, partial
+from typing import Any
+
+from ..compose import Chain, Graph, Node, Parallel
+
+# name -> generation settings; sampling is seeded per request, so an answer can be reproduced
+GENERATORS: dict[str, dict[str, Any]] = {
+    "greedy": {},
+    "nucleus": {"do_sample": True, "top_p": 0.9, "temperature": 0.7},
+    "beam": {"num_beams": 3},
+}
+SCORE_METHOD = "itc"  # the default bridge's ITM head barely separates captions; its ITC similarity does
+_lock = threading.Lock()  # one bridge per process, shared by threads: its tokenizers are not thread-safe
+
+
+@cache
+def _bridge(model: str):
+    from ..factory import create_model
+
+    return create_model(model).eval()
+
+
+def generate(model: str, settings: dict[str, Any], images: list) -> list[str]:
+    import torch
+
+    with _lock:
+        if settings.get("do_sample"):
+            torch.manual_seed(0)
+        return [str(c) for c in _bridge(model).caption(images, **settings)]
+
+
+def score(model: str, generator: str, images: list, captions: list[str]) -> list[dict]:
+    with _lock:
+        similarity = _bridge(model).scores(images, captions, method=SCORE_METHOD)
+    return [{"generator": generator, "caption": caption, "score": round(float(similarity[i, i]), 4)}
+            for i, caption in enumerate(captions)]
+
+
+def ranked(candidates: list[dict]) -> dict:
+    """The JSON aggregate: every candidate, best first."""
+    order = sorted(candidates, key=lambda c: -c["score"])
+    return {"best": order[0]["caption"], "candidates": order}
+
+
+def caption_ensemble(model: str = "default", batch_size: int = 8) -> Graph:
+    branches = [Chain(name, Node(f"generate_{name}", partial(generate, model, settings), ["image"], "caption",
+                                 batch_size=batch_size),
+                      Node(f"score_{name}", partial(score, model, name), ["image", "caption"], "candidate",
+                           batch_size=batch_size))
+                for name, settings in GENERATORS.items()]
+    return Graph(Parallel("generators", branches, collect="candidate", output="ranked", aggregate=ranked))
