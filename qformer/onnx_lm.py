@@ -2,9 +2,9 @@
 
 The LM is exported once as one graph that takes input embeddings (so the visual prompt goes straight
 in), an additive attention bias and a KV cache, and returns the last position's logits and the grown
-cache. `quantize="int8"` or `"int4"` then stores every MatMul weight in blocks of 32, in llama.cpp's
-Q8_0 and Q4_1 formats, run by onnxruntime's `MatMulNBits` (`onnx_quantize.py`): a GGUF model keeps
-its own weights exactly. Activations stay float: quantizing them per tensor is what loses the
+cache. `quantize="int8"` or `"int4"` then stores the MatMul weights in blocks of 32, in llama.cpp's
+Q8_0 and Q4_1 formats, run by onnxruntime's `MatMulNBits` (`onnx_quantize.py`): a Q4_1 GGUF model
+keeps its own weights exactly. Activations are never quantized per tensor: that is what loses the
 visual prompt (the LM's MLP activations have outliers).
 
 optimum-onnx would be the maintained exporter, but its release pins transformers below 4.58 and has
@@ -37,7 +37,7 @@ TOKENIZER_DIR = "tokenizer"
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
 BLOCK_SIZE = 32
 OPSET = 18
-FORMAT = 2
+FORMAT = 3
 MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more; the graph is read from bytes
 MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 

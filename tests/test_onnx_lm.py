@@ -123,7 +123,7 @@ def test_cli_quantize(tmp_path, cat, cache, capsys):
 
 
 def _snap_to_gguf_grids(lm: torch.nn.Module) -> None:
-    """Put every linear weight on a Q4_1 grid and the output head on a Q8_0 grid, as a GGUF file
+    """Put every linear weight on a Q4_1 grid (the output head on a Q8_0 one), as a GGUF file
     dequantized to float has them (blocks of 32 along the input dimension)."""
     with torch.no_grad():
         for name, module in lm.named_modules():
@@ -149,7 +149,7 @@ def test_int4_keeps_weights_that_came_from_a_gguf_file_exactly(tmp_path):
     lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())  # a head of its own, Q8_0 in GGUF
     _snap_to_gguf_grids(lm)
     manifest = export_causal_lm(lm, model.lm.tokenizer, tmp_path / "engine", "int4", builtin_tokenizer="byt5")
-    assert manifest["quantized_matmuls"] == {"int4": 14, "int8": 1, "kept_float": 0}
+    assert manifest["quantized_matmuls"] == {"int4": 14, "int8": 0, "kept_float": 1}  # the head stays float
     engine = OnnxCausalLM(tmp_path / "engine")
     embeds = torch.randn(3, 7, lm.config.hidden_size) * 0.5
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7, [0, 1, 1, 1, 1, 1, 1]])

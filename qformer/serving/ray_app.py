@@ -25,12 +25,9 @@ from fastapi.responses import PlainTextResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from ..images import ImageLoadError, load_image
 from .metrics import gather, record_batch, record_latency
 from .ray_graph import use_the_machines_cores
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_TEXTS, MAX_TEXT_CHARS = 64, 1000
+from .uploads import MAX_UPLOAD_BYTES, UploadError, checked_question, checked_texts, image_from_bytes
 
 
 MAX_BATCH, BATCH_WAIT_S = 8, 0.01
@@ -59,9 +56,9 @@ class CaptionModel:
             answers = self.captioner.ask([image for image, _ in requests], [question for _, question in requests])
             return [a.to_dict() for a in answers]
 
-    async def scores(self, image, texts: list[str]) -> list[float]:
-        if self.scorer is None:
-            raise HTTPException(400, f"the captioner {self.model!r} has no image-text scores; serve a bridge")
+    async def scores(self, image, texts: list[str]) -> list[float] | None:
+        if self.scorer is None:  # the grounded captioner alone has no image-text scores
+            return None
         with _measured("scores", 1):
             return [round(float(s), 6) for s in self.scorer.scores([image], texts)[0]]
 
@@ -100,13 +97,17 @@ class _measured:
 
 
 async def _image(upload: UploadFile):
-    data = await upload.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"the upload is over {MAX_UPLOAD_BYTES // 2**20} MB; send a smaller image")
     try:
-        return load_image(data)
-    except ImageLoadError as e:
-        raise HTTPException(400, f"could not read the upload: {e.reason}") from None
+        return image_from_bytes(await upload.read(MAX_UPLOAD_BYTES + 1))
+    except UploadError as e:
+        raise HTTPException(e.status, str(e)) from None
+
+
+def _checked(check, value):
+    try:
+        return check(value)
+    except UploadError as e:
+        raise HTTPException(e.status, str(e)) from None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256, graceful_shutdown_timeout_s=5)
@@ -131,16 +132,16 @@ class Api:
 
     @api.post("/ask")
     async def ask(self, image: UploadFile = File(...), question: str = Form(...)) -> dict:
-        if not question.strip() or len(question) > 1000:
-            raise HTTPException(422, "ask a question of 1 to 1000 characters")
+        _checked(checked_question, question)
         return await self.captioner.ask.remote((await _image(image), question))
 
     @api.post("/scores")
     async def scores(self, image: UploadFile = File(...), texts: list[str] = Form(...)) -> dict:
-        if not 1 <= len(texts) <= MAX_TEXTS or any(not t.strip() or len(t) > MAX_TEXT_CHARS for t in texts):
-            raise HTTPException(422, f"send 1 to {MAX_TEXTS} texts (form field 'texts', repeated), each of 1 to "
-                                     f"{MAX_TEXT_CHARS} characters")
-        return {"texts": texts, "scores": await self.captioner.scores.remote(await _image(image), texts)}
+        _checked(checked_texts, texts)
+        scores = await self.captioner.scores.remote(await _image(image), texts)
+        if scores is None:
+            raise HTTPException(400, "this server's captioner has no image-text scores; serve a bridge (--model)")
+        return {"texts": texts, "scores": scores}
 
     @api.post("/wildlife")
     async def wildlife(self, image: UploadFile = File(...)) -> dict:
