@@ -1,6 +1,7 @@
 """Serving throughput and latency on this machine, in one run: the same photo captioned (routed
-default) and reported (wildlife) in-process from client threads, and through `qformer serve` (Ray
-Serve, HTTP on 127.0.0.1, adaptive batching), at 1, 4 and 16 concurrent clients.
+default) and reported (wildlife) in-process from client threads, and through `qformer serve` on Ray
+Serve and on BentoML (HTTP on 127.0.0.1), each with adaptive batching on (up to 8) and off, at 1, 4
+and 16 concurrent clients.
 
     PYTHONPATH=.. python serve.py [--requests 48]        (from bench/)
 """
@@ -45,19 +46,25 @@ def measure(call, clients: int, count: int) -> tuple[float, float, float]:
     return count / seconds, statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+SERVERS = {"Ray Serve": ("ray", "/healthz"), "BentoML": ("bentoml", "/readyz")}
+
+
+def start_server(engine: str, max_batch: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port)],
+    name, ready = SERVERS[engine]
+    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port), "--engine", name,
+                                "--max-batch", str(max_batch)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
-            if requests.get(f"{url}/healthz", timeout=2).ok:
+            if requests.get(f"{url}{ready}", timeout=2).ok:
                 return process, url
         except requests.RequestException:
-            time.sleep(1)
+            pass
+        time.sleep(1)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError("qformer serve did not start")
 
@@ -73,18 +80,23 @@ def main() -> None:
     for endpoint, call in local.items():
         for clients in CLIENTS:
             rows.append(("in-process", endpoint, clients, *measure(call, clients, args.requests)))
-    process, url = start_server()
-    try:
-        for endpoint in local:
-            def call(endpoint=endpoint):
-                response = requests.post(f"{url}/{endpoint}", files={"image": ("chelsea.jpg", data)}, timeout=300)
-                response.raise_for_status()
+    for engine in SERVERS:
+        for max_batch in (8, 1):
+            label = f"{engine} (HTTP, {'batches of up to 8' if max_batch > 1 else 'no batching'})"
+            process, url = start_server(engine, max_batch)
+            try:
+                for endpoint in local:
+                    def call(endpoint=endpoint):
+                        response = requests.post(f"{url}/{endpoint}", files={"image": ("chelsea.jpg", data)},
+                                                 timeout=300)
+                        response.raise_for_status()
 
-            for clients in CLIENTS:
-                rows.append(("Ray Serve (HTTP, batching)", endpoint, clients, *measure(call, clients, args.requests)))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
+                    for clients in CLIENTS:
+                        rows.append((label, endpoint, clients, *measure(call, clients, args.requests)))
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=120)
+                time.sleep(5)  # the next server starts on a quiet machine
     print(environment(torch.device("cpu")) + f" | {args.requests} requests per row, the cat photo")
     print("\n| engine | endpoint | clients | requests/s | p50 ms | p95 ms |")
     print("|---|---|---:|---:|---:|---:|")

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default="default", help="the captioner: default, bridge, grounded or a bridge")
     serve.add_argument("--replicas", type=positive_int, default=1, help="replicas of each model deployment")
+    serve.add_argument("--max-batch", type=positive_int, default=8,
+                       help="requests a model takes in one adaptive batch (1: batching off)")
+    serve.add_argument("--engine", choices=("ray", "bentoml"), default="ray",
+                       help="Ray Serve (scales to a cluster) or BentoML (packages as a container with bentofile.yaml)")
     serve.add_argument("--ensemble", action="store_true",
                        help="also serve the caption ensemble graph (three decodings, scored, ranked) at POST /ensemble/")
 
@@ -168,11 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "wildlife":
         return _wildlife(args)
     if args.command == "serve":
-        require("ray", "qformer serve")
-        from .serving.run import serve_locally
-
-        serve_locally(args.host, args.port, args.model, args.replicas, ensemble=args.ensemble)
-        return 0
+        return _serve(args)
     if args.command == "demo":
         require("gradio", "qformer demo")
         from .demo.app import launch
@@ -201,6 +201,24 @@ def _run(args: argparse.Namespace) -> int:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _report(records, args.json)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    os.environ["QFORMER_SERVE_MAX_BATCH"] = str(args.max_batch)  # read where the models' workers start
+    if args.engine == "bentoml":
+        if args.replicas != 1 or args.ensemble:
+            print("qformer: --replicas and --ensemble are for --engine ray; BentoML's workers are set in its "
+                  "config (bentofile.yaml, BENTOML_CONFIG)", file=sys.stderr)
+            return EXIT_USAGE
+        require("bentoml", "qformer serve --engine bentoml")
+        from .serving.run import serve_with_bentoml
+
+        serve_with_bentoml(args.host, args.port, args.model)  # does not return: BentoML's server takes over
+    require("ray", "qformer serve")
+    from .serving.run import serve_locally
+
+    serve_locally(args.host, args.port, args.model, args.replicas, ensemble=args.ensemble)
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ OPTIONAL = {
     "ultralytics": ("ultralytics", "megadetector"),
     "onnxruntime": ("onnxruntime", "wildlife"),
     "ray": ("ray[serve]", "serve"),
+    "bentoml": ("bentoml", "bentoml"),
     "onnx": ("onnx", "onnx"),
 }
 

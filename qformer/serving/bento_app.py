@@ -13,6 +13,7 @@ Ray Serve app. `bentofile.yaml` at the repository root packages it (`bentoml bui
 
 # no `from __future__ import annotations`: BentoML reads the APIs' annotations as types
 import os
+import re
 from http import HTTPStatus
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from PIL.Image import Image
 
 from .uploads import MAX_UPLOAD_BYTES, UploadError, checked_question, checked_texts, image_from_bytes
 
-MAX_BATCH, MAX_LATENCY_MS = 8, 60_000
+MAX_BATCH = int(os.environ.get("QFORMER_SERVE_MAX_BATCH", "8"))  # `qformer serve --max-batch`; 1: batching off
+MAX_LATENCY_MS = 60_000
 MODEL = os.environ.get("QFORMER_SERVE_MODEL", "default")
 
 
@@ -114,5 +116,11 @@ class Api:
     async def wildlife(self, image: Path) -> dict:
         (report,) = await self.wildlife_service.to_async.report([_image(image)])
         for entry in report["images"]:
-            entry["file"] = Path(image).name
+            entry["file"] = _uploaded_name(Path(image))
         return report
+
+
+def _uploaded_name(path: Path) -> str:
+    """The client's file name: BentoML stores an upload as a temporary file (`tmp` and 8 random
+    characters) with the client's name as its suffix."""
+    return re.sub(r"^tmp[a-z0-9_]{8}", "", path.name) or "upload"

@@ -18,6 +18,7 @@ graph deployment (`ray_graph.py`) at `POST /ensemble/` (multipart: image).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as types
+import os
 import time
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -30,7 +31,8 @@ from .ray_graph import use_the_machines_cores
 from .uploads import MAX_UPLOAD_BYTES, UploadError, checked_question, checked_texts, image_from_bytes
 
 
-MAX_BATCH, BATCH_WAIT_S = 8, 0.01
+MAX_BATCH = int(os.environ.get("QFORMER_SERVE_MAX_BATCH", "8"))  # `qformer serve --max-batch`; 1: batching off
+BATCH_WAIT_S = 0.01
 
 api = FastAPI(title="qformer", description="Captions, answers and wildlife reports for uploaded images.")
 

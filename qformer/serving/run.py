@@ -1,8 +1,11 @@
-"""`qformer serve`: the Ray Serve app on this machine, until interrupted; nothing left running after."""
+"""`qformer serve`: the Ray Serve app (or the BentoML services) on this machine, until interrupted;
+nothing left running after."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 
 
@@ -31,3 +34,10 @@ def serve_locally(host: str = "127.0.0.1", port: int = 8000, model: str = "defau
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def serve_with_bentoml(host: str = "127.0.0.1", port: int = 8000, model: str = "default") -> None:
+    """BentoML's own server takes over this process: its signal handling stops every service's worker."""
+    command = [sys.executable, "-m", "bentoml", "serve", "qformer.serving.bento_app:Api", "--host", host,
+               "--port", str(port)]
+    os.execve(sys.executable, command, {**os.environ, "QFORMER_SERVE_MODEL": model})

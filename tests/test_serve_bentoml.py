@@ -1,0 +1,114 @@
+"""`qformer serve --engine bentoml`, on 127.0.0.1 only: the same endpoints as the Ray Serve app from
+BentoML services composed with `bentoml.depends`, 4xx with a sentence for bad input, concurrent
+requests, Prometheus metrics with adaptive batch sizes, nothing left behind; and `bentoml build`."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+pytest.importorskip("bentoml")
+
+from .test_serve import SAMPLES, alive, descendants, free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--engine", "bentoml", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url, spawned = f"http://127.0.0.1:{port}", {}
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        else:
+            pytest.fail("the BentoML server did not become ready within 300 s")
+        spawned = descendants(process.pid)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for pid in alive({**spawned, **descendants(process.pid)}):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
+def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
+    return requests.post(f"{url}{path}", files={"image": (name, data)}, data=form, timeout=120)
+
+
+def test_the_endpoints_answer_as_on_ray_serve(server):
+    url, _ = server
+    cat = (SAMPLES / "chelsea.jpg").read_bytes()
+    caption = post(url, "/caption", cat).json()
+    assert caption["source"] == "grounded" and "cat" in caption["text"]
+    answer = post(url, "/ask", (SAMPLES / "scene.png").read_bytes(), "scene.png", question="what colour is the circle?")
+    assert answer.json()["source"] == "bridge"
+    scores = post(url, "/scores", cat, texts=json.dumps(["a cat", "a cup"])).json()
+    assert scores["texts"] == ["a cat", "a cup"] and len(scores["scores"]) == 2
+    report = post(url, "/wildlife", cat, "chelsea.jpg").json()
+    assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
+
+
+def test_bad_input_gets_a_4xx_with_a_sentence_and_concurrent_requests_succeed(server):
+    url, _ = server
+    cases = {"notes.txt": (b"not a photo", 400), "corrupt.jpg": (b"\xff\xd8\xff\xe0 truncated", 400),
+             "huge.jpg": (b"\0" * (21 * 2**20), 413)}
+    for name, (data, code) in cases.items():
+        response = post(url, "/caption", data, name)
+        assert response.status_code == code, (name, response.text)
+        assert len(response.text) > 30
+    assert post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question="  ").status_code == 422
+    cat = (SAMPLES / "chelsea.jpg").read_bytes()
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda k: post(url, "/wildlife" if k % 2 else "/caption", cat).status_code, range(20)))
+    assert codes == [200] * 20
+    page = requests.get(f"{url}/metrics", timeout=30).text
+    assert "bentoml_service_adaptive_batch_size" in page and 'service_name="CaptionService"' in page
+
+
+def test_shutdown_leaves_no_process_behind(server):
+    _, process = server
+    spawned = descendants(process.pid)
+    assert any("CaptionService" in args for args in spawned.values())
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    deadline = time.time() + 60
+    while alive(spawned) and time.time() < deadline:
+        time.sleep(1)
+    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
+
+
+def test_bentoml_builds_a_bento_from_the_bentofile(tmp_path):
+    context = tmp_path / "context"
+    (context / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "bentofile.yaml", context)
+    shutil.copy(ROOT / "scripts" / "bento_setup.sh", context / "scripts")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(context / "dist"), str(ROOT)], check=True, timeout=300)
+    env = {"BENTOML_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    built = subprocess.run([sys.executable, "-m", "bentoml", "build", "."], capture_output=True, text=True,
+                           timeout=300, env=env, cwd=context)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    (bento,) = [p for p in (tmp_path / "home" / "bentos" / "qformer").iterdir() if p.name != "latest"]
+    manifest = (bento / "bento.yaml").read_text()
+    assert "qformer.serving.bento_app:Api" in manifest and "CaptionService" in manifest
+    assert (bento / "env" / "python" / "wheels" / "qformer-0.1.0-py3-none-any.whl").is_file()
