@@ -203,7 +203,9 @@ def test_the_cluster_config_names_the_app_and_its_deployments():
     import yaml
 
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "serve_config.yaml").read_text())
-    (app,) = config["applications"]
-    module, name = app["import_path"].split(":")
-    assert getattr(importlib.import_module(module), name) is not None
+    app, ensemble = config["applications"]
+    for application in (app, ensemble):
+        module, name = application["import_path"].split(":")
+        assert getattr(importlib.import_module(module), name) is not None
     assert {d["name"] for d in app["deployments"]} == {"CaptionModel", "WildlifeModel", "Api"}
+    assert ensemble["route_prefix"] == "/ensemble"

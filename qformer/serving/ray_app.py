@@ -188,4 +188,7 @@ def _node_names(graph) -> list[str]:
     return [node.name for node in nodes_of(graph.root)]
 
 
+ensemble_app = build_ensemble_app()  # `serve run qformer.serving.ray_app:ensemble_app --route-prefix /ensemble`
+
+
 app = build_app()
