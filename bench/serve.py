@@ -69,6 +69,30 @@ def start_server(engine: str, max_batch: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("qformer serve did not start")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then wait until every process the server started is gone: the next one starts on a
+    quiet machine."""
+    table = subprocess.run(["ps", "-ww", "-eo", "pid,ppid"], capture_output=True, text=True).stdout.split()[2:]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in zip(table[::2], table[1::2]):
+        children.setdefault(int(ppid), []).append(int(pid))
+    spawned, stack = set(), [process.pid]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            spawned.add(pid)
+            stack.append(pid)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    deadline = time.time() + 90
+    while any(Path(f"/proc/{pid}").exists() for pid in spawned) and time.time() < deadline:
+        time.sleep(1)
+    for pid in spawned:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=48)
@@ -94,9 +118,7 @@ def main() -> None:
                     for clients in CLIENTS:
                         rows.append((label, endpoint, clients, *measure(call, clients, args.requests)))
             finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=120)
-                time.sleep(5)  # the next server starts on a quiet machine
+                stop(process)
     print(environment(torch.device("cpu")) + f" | {args.requests} requests per row, the cat photo")
     print("\n| engine | endpoint | clients | requests/s | p50 ms | p95 ms |")
     print("|---|---|---:|---:|---:|---:|")

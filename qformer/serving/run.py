@@ -17,7 +17,8 @@ def serve_locally(host: str = "127.0.0.1", port: int = 8000, model: str = "defau
     from ..grounded.loading import CAPTIONER_PRESETS
     from .ray_app import build_app, build_ensemble_app
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # a cluster of its own, never one that another command (or a server still shutting down) left behind
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     stop = threading.Event()
     try:
         serve.start(http_options={"host": host, "port": port})
