@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,9 +55,10 @@ def start_server(engine: str, max_batch: int) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     name, ready = SERVERS[engine]
+    log = tempfile.NamedTemporaryFile("w+", prefix="qformer-serve-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port), "--engine", name,
-                                "--max-batch", str(max_batch)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                "--max-batch", str(max_batch)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -66,7 +68,7 @@ def start_server(engine: str, max_batch: int) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(1)
     os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError("qformer serve did not start")
+    raise RuntimeError(f"{engine} (--max-batch {max_batch}) did not start; its output: {Path(log.name).read_text()[-3000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:

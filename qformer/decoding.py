@@ -30,9 +30,14 @@ DEFAULTS = GenerationConfig()
 CACHE_LENGTH_STEP = 64  # cache lengths are rounded up so that nearby prompt lengths share one compiled step
 
 
+def asks_only_greedy(settings: dict[str, Any]) -> bool:
+    """Whether the request's settings ask for nothing but greedy decoding and end-of-text handling."""
+    return not (set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1)
+
+
 def is_plain_greedy(model: torch.nn.Module, settings: dict[str, Any]) -> bool:
     """Whether `generate(**settings)` is greedy decoding with nothing but end-of-text handling."""
-    if set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1:
+    if not asks_only_greedy(settings):
         return False
     own = model.generation_config
     return all(getattr(own, f, None) == getattr(DEFAULTS, f, None) for f in GREEDY_CHANGING_FIELDS if f not in settings)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import LMConfig
-from .decoding import DECODER_ARGS, PLAIN_GREEDY_KEYS, StaticGreedyDecoder, is_plain_greedy
+from .decoding import DECODER_ARGS, StaticGreedyDecoder, asks_only_greedy, is_plain_greedy
 from .frozen import Frozen
 from .lm_layouts import LAYOUTS
 from .lm_loading import load_language_model, load_onnx_language_model
@@ -120,7 +120,7 @@ class FrozenLM(Frozen):
         return self._decoder(embeds, mask, **settings)
 
     def _engine_greedy(self, embeds: torch.Tensor, mask: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-        if set(settings) - PLAIN_GREEDY_KEYS or settings.get("do_sample") or settings.get("num_beams", 1) != 1:
+        if not asks_only_greedy(settings):
             raise ValueError("the language model runs on onnxruntime (lm.quantize or lm.onnx), which decodes "
                              "greedily: drop sampling and beam settings, or run it in torch (unset lm.quantize; "
                              "on the command line, --quantize none)")

@@ -16,6 +16,7 @@ the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tempfile
@@ -29,13 +30,13 @@ from torch import nn
 
 from .decoding import generated_length
 from .extras import require
+from .onnx_quantize import BLOCK
 
 GRAPH = "model.onnx"
 EMBEDDINGS = "embed_tokens.safetensors"
 MANIFEST = "engine.json"
 TOKENIZER_DIR = "tokenizer"
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
-BLOCK_SIZE = 32
 OPSET = 18
 FORMAT = 3
 MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more; the graph is read from bytes
@@ -80,7 +81,9 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         raise ValueError(f"quantize must be one of {sorted(QUANTIZE_BITS)} or None, got {quantize!r}")
     config = model.config
     layers, (heads, head_dim) = config.num_hidden_layers, kv_shape(config)
-    step = DecoderStep(model.float().eval())
+    if next(model.parameters()).dtype != torch.float32:  # export a float32 copy; the caller's model stays as it is
+        model = copy.deepcopy(model).float()
+    step = DecoderStep(model.eval())
     batch, length, past_length = 2, 5, 3
     example = (torch.randn(batch, length, config.hidden_size) * 0.02, torch.zeros(batch, 1, length, past_length + length),
                torch.arange(past_length, past_length + length).repeat(batch, 1),
@@ -104,7 +107,9 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         counts = None
         if quantize is not None:
             counts = _quantize(exported, QUANTIZE_BITS[quantize], model.get_input_embeddings().num_embeddings)
-        data = exported.read_bytes() if exported.stat().st_size < MAX_GRAPH_BYTES else None
+        # a float graph over 2 GB comes with external data files, which a graph read from bytes cannot use
+        one_file = [p.name for p in Path(tmp).iterdir()] == [GRAPH] and exported.stat().st_size < MAX_GRAPH_BYTES
+        data = exported.read_bytes() if one_file else None
     if data is None:
         raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
                          "quantize it (lm.quantize='int4') or run the language model in torch")
@@ -123,14 +128,28 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     error = float(np.abs(session.run(["logits"], feeds)[0] - expected.numpy()).max())
     manifest = {
         "format": FORMAT, "architecture": type(model).__name__, "quantize": quantize,
-        "block_size": BLOCK_SIZE if quantize else None, "quantized_matmuls": counts, "layers": layers, "kv_heads": heads, "head_dim": head_dim,
-        "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
+        "block_size": BLOCK if quantize else None, "quantized_matmuls": counts,
+        "layers": layers, "kv_heads": heads, "head_dim": head_dim, "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
         "graph": {"file": GRAPH, "sha256": hashlib.sha256(data).hexdigest(), "opset": OPSET},
         "embeddings": {"file": EMBEDDINGS, "sha256": _sha256(folder / EMBEDDINGS)},
         "max_abs_logit_error_vs_torch": error,
+        "generation_settings_not_applied": _greedy_changing_settings(model),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _greedy_changing_settings(model: nn.Module) -> list[str]:
+    """The LM's own generation settings that `generate` would apply and this engine's plain greedy
+    decoding does not (a repetition penalty...); named in the manifest and warned about."""
+    from .decoding import DEFAULTS, GREEDY_CHANGING_FIELDS
+
+    own = getattr(model, "generation_config", None)
+    changed = [f for f in GREEDY_CHANGING_FIELDS if own is not None and getattr(own, f, None) != getattr(DEFAULTS, f, None)]
+    if changed:
+        warnings.warn(f"{type(model).__name__}'s generation config sets {changed}, which the onnxruntime engine's "
+                      "greedy decoding does not apply; its answers may differ from torch's", stacklevel=3)
+    return changed
 
 
 def _quantize(path: Path, bits: int, head_columns: int) -> dict:

@@ -37,8 +37,12 @@ def serve_locally(host: str = "127.0.0.1", port: int = 8000, model: str = "defau
         ray.shutdown()
 
 
+GRACEFUL_SHUTDOWN_S = 10
+
+
 def serve_with_bentoml(host: str = "127.0.0.1", port: int = 8000, model: str = "default") -> None:
     """BentoML's own server takes over this process: its signal handling stops every service's worker."""
+    # without a graceful-shutdown limit, BentoML's entry worker waited forever on SIGTERM after a load test
     command = [sys.executable, "-m", "bentoml", "serve", "qformer.serving.bento_app:Api", "--host", host,
-               "--port", str(port)]
+               "--port", str(port), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
     os.execve(sys.executable, command, {**os.environ, "QFORMER_SERVE_MODEL": model})
