@@ -25,6 +25,8 @@ from .uploads import MAX_UPLOAD_BYTES, UploadError, checked_question, checked_te
 
 MAX_BATCH = int(os.environ.get("QFORMER_SERVE_MAX_BATCH", "8"))  # `qformer serve --max-batch`; 1: batching off
 MAX_LATENCY_MS = 60_000
+# BentoML takes batches of at least 2; batching off is a plain API, called with a list of one
+BATCHING = {"batchable": MAX_BATCH > 1, "max_batch_size": max(MAX_BATCH, 2), "max_latency_ms": MAX_LATENCY_MS}
 MODEL = os.environ.get("QFORMER_SERVE_MODEL", "default")
 
 
@@ -56,7 +58,7 @@ class CaptionService:
         bridge = getattr(self.captioner, "bridge", self.captioner)
         self.scorer = getattr(bridge, "model", None)  # the Blip2 behind the bridge path, for ITC scores
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(**BATCHING)
     def caption(self, images: list[Image]) -> list[dict]:
         return [a.to_dict() for a in self.captioner.caption(images)]
 
@@ -78,7 +80,7 @@ class WildlifeService:
 
         self.pipeline = WildlifePipeline.default()
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(**BATCHING)
     def report(self, images: list[Image]) -> list[dict]:
         from ..wildlife.batch import describe_detector
         from ..wildlife.megadetector import to_megadetector
