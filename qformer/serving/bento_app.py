@@ -62,7 +62,7 @@ class CaptionService:
     def caption(self, images: list[Image]) -> list[dict]:
         return [a.to_dict() for a in self.captioner.caption(images)]
 
-    @bentoml.api  # one question per call: a batchable API takes one batched input
+    @bentoml.api  # one question per call, not batched (as /scores)
     def ask(self, image: Image, question: str) -> dict:
         return self.captioner.ask([image], [question])[0].to_dict()
 
