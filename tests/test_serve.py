@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,34 +58,58 @@ def alive(pids) -> list[int]:
     return running
 
 
+@contextmanager
+def running_server(arguments: list[str], ready: str, timeout_s: int = 300):
+    """`qformer serve --port P ARGUMENTS` on 127.0.0.1, yielding `(url, process)` once `GET ready`
+    answers; whatever happens, nothing of it outlives the block. Its output goes to a file, which a
+    failure to start shows."""
+    port = free_port()
+    url, spawned = f"http://127.0.0.1:{port}", {}
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port), *arguments],
+                                   stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + timeout_s
+            while time.time() < deadline and process.poll() is None:
+                try:
+                    if requests.get(f"{url}{ready}", timeout=2).ok:
+                        break
+                except requests.RequestException:  # not listening yet, or still starting
+                    pass
+                time.sleep(1)
+            else:
+                log.seek(0)
+                pytest.fail(f"qformer serve {' '.join(arguments)} did not start within {timeout_s} s; its output "
+                            f"ends: {log.read()[-3000:]}")
+            spawned = descendants(process.pid)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            for pid in alive({**spawned, **descendants(process.pid)}):
+                os.kill(pid, signal.SIGKILL)
+
+
+def assert_stops_cleanly(process: subprocess.Popen, worker: str) -> None:
+    """SIGTERM stops the server and every process it started (one of them named `worker`)."""
+    spawned = descendants(process.pid)
+    assert any(worker in args for args in spawned.values()), spawned
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    deadline = time.time() + 60
+    while alive(spawned) and time.time() < deadline:
+        time.sleep(1)
+    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
+
+
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    spawned: dict[int, str] = {}
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting
-                time.sleep(1)
-        else:
-            pytest.fail("the server did not start within 240 s")
-        spawned = descendants(process.pid)
-        yield url, process
-    finally:  # whatever happened, nothing of this server outlives the tests
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for pid in alive({**spawned, **descendants(process.pid)}):
-            os.kill(pid, signal.SIGKILL)
+    with running_server([], "/healthz") as running:
+        yield running
 
 
 def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
@@ -166,15 +192,7 @@ def test_a_killed_replica_is_restarted_and_later_requests_succeed(server):
 
 
 def test_shutdown_leaves_no_process_behind(server):
-    _, process = server
-    spawned = descendants(process.pid)
-    assert any("ServeReplica:qformer" in args for args in spawned.values())
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    deadline = time.time() + 60
-    while alive(spawned) and time.time() < deadline:
-        time.sleep(1)
-    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
+    assert_stops_cleanly(server[1], "ServeReplica:qformer")
 
 
 def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):

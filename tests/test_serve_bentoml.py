@@ -4,10 +4,8 @@ requests, Prometheus metrics with adaptive batch sizes, nothing left behind; and
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,43 +14,15 @@ import requests
 
 pytest.importorskip("bentoml")
 
-from .test_serve import SAMPLES, alive, descendants, free_port  # noqa: E402
+from .test_serve import SAMPLES, assert_stops_cleanly, post, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--engine", "bentoml", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url, spawned = f"http://127.0.0.1:{port}", {}
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail("the BentoML server did not become ready within 300 s")
-        spawned = descendants(process.pid)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for pid in alive({**spawned, **descendants(process.pid)}):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
-
-
-def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
-    return requests.post(f"{url}{path}", files={"image": (name, data)}, data=form, timeout=120)
+    with running_server(["--engine", "bentoml"], "/readyz") as running:
+        yield running
 
 
 def test_the_endpoints_answer_as_on_ray_serve(server):
@@ -86,15 +56,7 @@ def test_bad_input_gets_a_4xx_with_a_sentence_and_concurrent_requests_succeed(se
 
 
 def test_shutdown_leaves_no_process_behind(server):
-    _, process = server
-    spawned = descendants(process.pid)
-    assert any("CaptionService" in args for args in spawned.values())
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    deadline = time.time() + 60
-    while alive(spawned) and time.time() < deadline:
-        time.sleep(1)
-    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
+    assert_stops_cleanly(server[1], "CaptionService")
 
 
 def test_bentoml_builds_a_bento_from_the_bentofile(tmp_path):

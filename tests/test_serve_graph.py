@@ -1,10 +1,6 @@
 """A `qformer.compose` graph on Ray Serve without rewriting its nodes: the caption ensemble (three
 decodings in parallel, each scored, ranked) served node by node gives the in-process answer."""
 
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
@@ -15,7 +11,7 @@ from qformer.compose import Chain, Graph, Node, Parallel  # noqa: E402
 from qformer.serving.caption_ensemble import GENERATORS, caption_ensemble  # noqa: E402
 from qformer.serving.ray_graph import deploy_graph, nodes_of  # noqa: E402
 
-from .test_serve import SAMPLES, alive, descendants, free_port  # noqa: E402
+from .test_serve import SAMPLES, descendants, running_server  # noqa: E402
 
 
 def test_the_ensemble_graph_runs_in_process():
@@ -50,32 +46,8 @@ def saved_bridge(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble_server(saved_bridge):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port), "--model", saved_bridge,
-                                "--ensemble"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    url, spawned = f"http://127.0.0.1:{port}", {}
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/ensemble/docs", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail("the ensemble app did not start within 300 s")
-        spawned = descendants(process.pid)
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        for pid in alive({**spawned, **descendants(process.pid)}):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+    with running_server(["--model", saved_bridge, "--ensemble"], "/ensemble/docs") as running:
+        yield running
 
 
 def test_the_served_ensemble_gives_the_in_process_answer_from_a_deployment_per_node(ensemble_server, saved_bridge):
