@@ -131,7 +131,7 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         "block_size": BLOCK if quantize else None, "quantized_matmuls": counts,
         "layers": layers, "kv_heads": heads, "head_dim": head_dim, "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
         "graph": {"file": GRAPH, "sha256": hashlib.sha256(data).hexdigest(), "opset": OPSET},
-        "embeddings": {"file": EMBEDDINGS, "sha256": _sha256(folder / EMBEDDINGS)},
+        "embeddings": {"file": EMBEDDINGS, "sha256": hashlib.sha256((folder / EMBEDDINGS).read_bytes()).hexdigest()},
         "max_abs_logit_error_vs_torch": error,
         "generation_settings_not_applied": _greedy_changing_settings(model),
     }
@@ -253,6 +253,3 @@ class OnnxCausalLM:
         out = torch.from_numpy(tokens)
         return out[:, : generated_length(out, eos_ids)]
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
