@@ -48,6 +48,13 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
     return RoutedCaptioner(bridge, *parts) if parts else bridge
 
 
+def image_text_scorer(captioner: Captioner):
+    """The bridge model behind a captioner, whose `scores` rate image-text pairs; None for the grounded
+    captioner alone, which has no such scores."""
+    bridge = getattr(captioner, "bridge", captioner)  # the routed captioner's bridge path
+    return getattr(bridge, "model", None)
+
+
 def photo_parts(device: str | None = None):
     """`(GroundedCaptioner, PhotoRouter)`, or None (with a warning) when the photo extras are missing."""
     try:

@@ -52,11 +52,10 @@ def _checked(check, value):
 @bentoml.service(resources={"cpu": "1"}, traffic={"timeout": 300})
 class CaptionService:
     def __init__(self):
-        from ..grounded import load_captioner
+        from ..grounded.loading import image_text_scorer, load_captioner
 
         self.captioner = load_captioner(MODEL)
-        bridge = getattr(self.captioner, "bridge", self.captioner)
-        self.scorer = getattr(bridge, "model", None)  # the Blip2 behind the bridge path, for ITC scores
+        self.scorer = image_text_scorer(self.captioner)
 
     @bentoml.api(**BATCHING)
     def caption(self, images: list[Image]) -> list[dict]:

@@ -40,12 +40,11 @@ api = FastAPI(title="qformer", description="Captions, answers and wildlife repor
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32, graceful_shutdown_timeout_s=5)
 class CaptionModel:
     def __init__(self, model: str = "default"):
-        from ..grounded import load_captioner
+        from ..grounded.loading import image_text_scorer, load_captioner
 
         use_the_machines_cores()
-        self.model, self.captioner = model, load_captioner(model)
-        bridge = getattr(self.captioner, "bridge", self.captioner)
-        self.scorer = getattr(bridge, "model", None)  # the Blip2 behind the bridge path, for ITC scores
+        self.captioner = load_captioner(model)
+        self.scorer = image_text_scorer(self.captioner)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def caption(self, images: list) -> list[dict]:
@@ -175,17 +174,12 @@ class EnsembleApi:
 def build_ensemble_app(model: str = "default"):
     """The caption ensemble graph, every node its own deployment, behind `POST /` (mount it at /ensemble)."""
     from .caption_ensemble import caption_ensemble
-    from .ray_graph import deploy_graph
+    from .ray_graph import deploy_graph, nodes_of
 
     # the nodes' replicas share the machine's cores; a small reservation lets six of them start on two
-    options = {node: {"ray_actor_options": {"num_cpus": 0.1}} for node in _node_names(caption_ensemble(model))}
-    return EnsembleApi.bind(deploy_graph(caption_ensemble(model), options))
-
-
-def _node_names(graph) -> list[str]:
-    from .ray_graph import nodes_of
-
-    return [node.name for node in nodes_of(graph.root)]
+    graph = caption_ensemble(model)
+    options = {node.name: {"ray_actor_options": {"num_cpus": 0.1}} for node in nodes_of(graph.root)}
+    return EnsembleApi.bind(deploy_graph(graph, options))
 
 
 ensemble_app = build_ensemble_app()  # `serve run qformer.serving.ray_app:ensemble_app --route-prefix /ensemble`
