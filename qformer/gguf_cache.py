@@ -2,8 +2,9 @@
 
 transformers reads GGUF files by dequantizing every tensor, which takes 30-70 s for SmolLM2-135M
 on a small CPU. The result is saved (model, config and tokenizer, in transformers' own layout)
-under the cache folder, keyed by the file's path, size and modification time; later loads read
-the safetensors in seconds.
+under the cache folder, keyed by the file's contents, so that a reinstall or a second virtual
+environment holding the same file reuses the copy; later loads read the safetensors in seconds.
+The contents' digest is remembered per path, size and modification time, so a file is hashed once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LMConfig
-from .files import write_atomically
+from .files import write_atomically, write_text_atomically
 from .weights import is_package_ref, package_file
 
 
@@ -38,9 +39,27 @@ def resolve_lm_source(config: LMConfig) -> str:
     gguf_path = Path(source) / gguf if Path(source).is_dir() else None
     if gguf_path is None or not gguf_path.is_file():
         return _dequantize(source, gguf, None)  # a GGUF file inside a hub repo: no local file to key on
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return _dequantize(source, gguf, cache_root() / "gguf" / f"{gguf_path.stem}-{key}")
+    return _dequantize(source, gguf, cache_root() / "gguf" / f"{gguf_path.stem}-{content_digest(gguf_path)[:16]}")
+
+
+def content_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, computed once per path, size and modification time."""
+    stat = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_root() / "digests" / stamp
+    try:
+        digest = memo.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        return digest
+    with path.open("rb") as stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    try:
+        write_text_atomically(memo, digest)
+    except OSError:  # a read-only cache only costs hashing again next time
+        pass
+    return digest
 
 
 def _dequantize(source: str, gguf: str, folder: Path | None) -> str:

