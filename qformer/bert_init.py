@@ -7,7 +7,6 @@ embeddings are copied; cross-attention has no BERT counterpart and keeps its ran
 from __future__ import annotations
 
 import torch
-from transformers import BertModel
 
 from .qformer import QFormer
 from .weights import load_safetensors_model
@@ -15,6 +14,8 @@ from .weights import load_safetensors_model
 
 def init_from_bert(qformer: QFormer, name_or_path: str) -> list[str]:
     """Copy BERT's weights into `qformer`; returns the Q-Former parameter names that were set."""
+    from transformers import BertModel  # here: importing BERT's modelling code adds seconds to every start
+
     bert = load_safetensors_model(BertModel, name_or_path, "qformer.bert_init")
     source, config = bert.state_dict(), qformer.config
     if bert.config.hidden_size != config.hidden_size or bert.config.num_hidden_layers < config.num_layers:

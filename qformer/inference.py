@@ -24,12 +24,16 @@ def inference(method):
     @functools.wraps(method)
     def run(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         was_training = self.training
-        self.train(False)
+        # switching a few hundred modules costs milliseconds a call: only when one is in training mode
+        switch = any(module.training for module in self.modules())
+        if switch:
+            self.train(False)
         try:
             with torch.no_grad():
                 return method(self, *args, **kwargs)
         finally:
-            self.train(was_training)
+            if switch:
+                self.train(was_training)
 
     return run
 
