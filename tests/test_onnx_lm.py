@@ -149,7 +149,8 @@ def test_int4_keeps_weights_that_came_from_a_gguf_file_exactly(tmp_path):
     lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())  # a head of its own, Q8_0 in GGUF
     _snap_to_gguf_grids(lm)
     manifest = export_causal_lm(lm, model.lm.tokenizer, tmp_path / "engine", "int4", builtin_tokenizer="byt5")
-    assert manifest["quantized_matmuls"] == {"int4": 14, "int8": 0, "kept_float": 1}  # the head stays float
+    # the head stays float; query, key and value (gate and up) run as one node each
+    assert manifest["quantized_matmuls"] == {"int4": 14, "kept_float": 1, "quantized_nodes": 8}
     engine = OnnxCausalLM(tmp_path / "engine")
     embeds = torch.randn(3, 7, lm.config.hidden_size) * 0.5
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7, [0, 1, 1, 1, 1, 1, 1]])
