@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -29,3 +30,9 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
     return write_atomically(path, lambda staging: staging.write_text(text, encoding="utf-8"))
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks: checking a graph of hundreds of MB holds none of it in memory."""
+    with Path(path).open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()

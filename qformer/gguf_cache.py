@@ -17,7 +17,7 @@ from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import LMConfig
-from .files import write_atomically, write_text_atomically
+from .files import sha256_of, write_atomically, write_text_atomically
 from .weights import is_package_ref, package_file
 
 
@@ -53,8 +53,7 @@ def content_digest(path: Path) -> str:
         digest = ""
     if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
         return digest
-    with path.open("rb") as stream:
-        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    digest = sha256_of(path)
     try:
         write_text_atomically(memo, digest)
     except OSError:  # a read-only cache only costs hashing again next time

@@ -11,7 +11,6 @@ torch, and the manifest says why.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -22,7 +21,8 @@ import torch
 from torch import nn
 
 from .extras import require
-from .files import write_text_atomically
+from .files import sha256_of, write_text_atomically
+from .onnx_runtime import open_session
 
 VISUAL_GRAPH = "visual_prompt.onnx"
 MANIFEST = "onnx.json"
@@ -79,7 +79,7 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         if error > PARITY:
             raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more than {PARITY}); not written")
         manifest = {
-            "visual_prompt": {"file": VISUAL_GRAPH, "sha256": _sha256(staged / VISUAL_GRAPH), "opset": OPSET,
+            "visual_prompt": {"file": VISUAL_GRAPH, "sha256": sha256_of(staged / VISUAL_GRAPH), "opset": OPSET,
                               "max_abs_error_vs_torch": error},
             "language_model": _export_language_model(model, staged),
         }
@@ -95,21 +95,16 @@ class OnnxVisualPrompt:
     """The exported visual graph on onnxruntime: `graph(pixels)` -> (B, Q, D_lm) float32 tensor."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
-        ort = require("onnxruntime", "running an exported bridge")
+        require("onnxruntime", "running an exported bridge")
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST).read_text())
         entry = manifest["visual_prompt"]
         if entry.get("file") != VISUAL_GRAPH:
             raise ValueError(f"{folder / MANIFEST}: the visual graph must be {VISUAL_GRAPH}, not {entry.get('file')!r}")
-        data = (folder / VISUAL_GRAPH).read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        if sha256_of(folder / VISUAL_GRAPH) != entry.get("sha256"):
             raise ValueError(f"{folder / VISUAL_GRAPH}: its SHA-256 does not match {MANIFEST}; the file is damaged "
                              "or was changed. Export again with `qformer export --onnx`")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # from bytes: a graph that names external data files cannot reach outside the folder
-        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.session = open_session(folder / VISUAL_GRAPH, threads)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {"pixel_values": pixels.float().cpu().numpy()})[0])
@@ -149,7 +144,3 @@ def _export_language_model(model, staged: Path) -> dict:
     write_text_atomically(config_path, json.dumps(config, indent=2))
     return {"engine": "onnxruntime", "folder": LM_FOLDER, "quantize": entry.get("quantize"),
             "max_abs_logit_error_vs_torch": entry.get("max_abs_logit_error_vs_torch")}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -17,8 +17,8 @@ the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,6 +30,8 @@ from torch import nn
 
 from .decoding import generated_length
 from .extras import require
+from .files import sha256_of
+from .onnx_runtime import open_session
 from .onnx_quantize import BLOCK
 
 GRAPH = "model.onnx"
@@ -39,7 +41,7 @@ TOKENIZER_DIR = "tokenizer"
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
 OPSET = 18
 FORMAT = 3
-MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more; the graph is read from bytes
+MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more
 MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 
 
@@ -107,20 +109,19 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         counts = None
         if quantize is not None:
             counts = _quantize(exported, QUANTIZE_BITS[quantize], model.get_input_embeddings().num_embeddings)
-        # a float graph over 2 GB comes with external data files, which a graph read from bytes cannot use
+        # a float graph over 2 GB comes with external data files, outside the one hash-checked file
         one_file = [p.name for p in Path(tmp).iterdir()] == [GRAPH] and exported.stat().st_size < MAX_GRAPH_BYTES
-        data = exported.read_bytes() if one_file else None
-    if data is None:
-        raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
-                         "quantize it (lm.quantize='int4') or run the language model in torch")
-    (folder / GRAPH).write_bytes(data)
+        if not one_file:
+            raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
+                             "quantize it (lm.quantize='int4') or run the language model in torch")
+        shutil.move(exported, folder / GRAPH)
     table = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
     from safetensors.torch import save_file
 
     save_file({"weight": table}, str(folder / EMBEDDINGS))
     if builtin_tokenizer is None:
         tokenizer.save_pretrained(folder / TOKENIZER_DIR)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / GRAPH), providers=["CPUExecutionProvider"])
     feeds = {name: value.numpy() for name, value in zip(["inputs_embeds", "attention_bias", "position_ids", *past],
                                                         example)}
     with torch.no_grad():
@@ -129,9 +130,10 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     manifest = {
         "format": FORMAT, "architecture": type(model).__name__, "quantize": quantize,
         "block_size": BLOCK if quantize else None, "quantized_matmuls": counts,
-        "layers": layers, "kv_heads": heads, "head_dim": head_dim, "hidden_size": config.hidden_size, "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
-        "graph": {"file": GRAPH, "sha256": hashlib.sha256(data).hexdigest(), "opset": OPSET},
-        "embeddings": {"file": EMBEDDINGS, "sha256": hashlib.sha256((folder / EMBEDDINGS).read_bytes()).hexdigest()},
+        "layers": layers, "kv_heads": heads, "head_dim": head_dim, "hidden_size": config.hidden_size,
+        "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
+        "graph": {"file": GRAPH, "sha256": sha256_of(folder / GRAPH), "opset": OPSET},
+        "embeddings": {"file": EMBEDDINGS, "sha256": sha256_of(folder / EMBEDDINGS)},
         "max_abs_logit_error_vs_torch": error,
         "generation_settings_not_applied": _greedy_changing_settings(model),
     }
@@ -171,8 +173,8 @@ class OnnxCausalLM:
     layout as transformers' greedy `generate` from left-padded input embeddings."""
 
     def __init__(self, folder: str | Path, threads: int | None = None):
-        ort = require("onnxruntime", "running the language model on onnxruntime")
-        from safetensors.torch import load
+        require("onnxruntime", "running the language model on onnxruntime")
+        from safetensors.torch import load_file
 
         self.folder = Path(folder)
         manifest_path = self.folder / MANIFEST
@@ -184,28 +186,23 @@ class OnnxCausalLM:
             raise ValueError(f"{manifest_path}: engine format {self.manifest.get('format')!r}, this qformer reads "
                              f"{FORMAT}; export the model again")
         graph = self._verified("graph")
-        table = load(self._verified("embeddings")).get("weight")
+        table = load_file(self._verified("embeddings")).get("weight")
         if table is None or table.ndim != 2 or table.shape[1] != self.manifest["hidden_size"]:
             raise ValueError(f"{self.folder / EMBEDDINGS}: no (vocab, {self.manifest['hidden_size']}) 'weight' tensor")
         self.embeddings = table
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # from bytes: a graph that names external data files cannot reach outside the folder
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.session = open_session(graph, threads)
         self.layers, self.heads, self.head_dim = (int(self.manifest[k]) for k in ("layers", "kv_heads", "head_dim"))
         self._past = cache_names(self.layers, "past")
 
-    def _verified(self, part: str) -> bytes:
+    def _verified(self, part: str) -> Path:
         entry = self.manifest.get(part) or {}
         name = entry.get("file")
         if name not in (GRAPH, EMBEDDINGS):
             raise ValueError(f"{self.folder / MANIFEST}: {part} must be one of this folder's files, not {name!r}")
-        data = (self.folder / name).read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        if sha256_of(self.folder / name) != entry.get("sha256"):
             raise ValueError(f"{self.folder / name}: its SHA-256 does not match {MANIFEST}; the file is damaged or "
                              "was changed. It is left as it is: delete the folder to build it again, or export again")
-        return data
+        return self.folder / name
 
     @property
     def tokenizer_source(self) -> str:

@@ -103,6 +103,35 @@ def test_a_damaged_or_hostile_engine_folder_is_refused_by_name_and_kept(tmp_path
         qformer.create_model(str(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("location", ["../secret.bin", "/absolute/secret.bin", "inside.bin"])
+def test_a_graph_whose_weights_lie_outside_its_folder_is_refused(tmp_path, location):
+    """The manifest may come with the graph: a matching hash proves nothing about where its data lies."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from qformer.files import sha256_of
+
+    export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
+    folder = tmp_path / "out" / LM_FOLDER
+    secret = tmp_path / "out" / "secret.bin"
+    secret.write_bytes(bytes(16))
+    (folder / "inside.bin").symlink_to(secret)  # a link inside the folder that leads out of it
+    location = location.replace("/absolute", str(tmp_path / "out"))
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        weight.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [weight])
+    (folder / GRAPH).write_bytes(helper.make_model(graph).SerializeToString())
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["graph"]["sha256"] = sha256_of(folder / GRAPH)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"{GRAPH}: onnxruntime cannot load this graph .*External data path"):
+        OnnxCausalLM(folder)
+    assert onnx.load(str(folder / GRAPH), load_external_data=False).graph.initializer[0].name == "w"  # kept
+
+
 def test_an_engine_folder_loads_on_its_own(tmp_path):
     export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
     engine = OnnxCausalLM(tmp_path / "out" / LM_FOLDER)

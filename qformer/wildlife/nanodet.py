@@ -18,6 +18,7 @@ import torchvision
 from PIL import Image
 
 from ..extras import require
+from ..onnx_runtime import open_session
 from .detect import Detection, xywh
 
 MODEL = Path(__file__).resolve().parent / "data" / "nanodet-m.onnx"
@@ -61,13 +62,10 @@ class NanoDet:
 
     def __init__(self, path: str | Path = MODEL, min_conf: float = 0.35, iou: float = 0.5, all_classes: bool = False,
                  threads: int | None = None):
-        ort = require("onnxruntime", "the NanoDet detector")
+        require("onnxruntime", "the NanoDet detector")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no NanoDet model; make it with `python scripts/convert_nanodet.py`")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(Path(path), threads, "make it again with `python scripts/convert_nanodet.py`")
         self.input = self.session.get_inputs()[0].name
         outputs = {o.name: o for o in self.session.get_outputs()}
         # per stride, the scores (..., 80) and the box distributions (..., 44): told apart by their width
