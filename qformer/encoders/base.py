@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence, Union
 
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from ..config import ConfigError, VisionConfig
 from ..frozen import Frozen
-from ..images import crop_to_aspect
+from ..preprocess import Preprocess
 
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Resize (and optionally centre-crop) and normalise, the way the encoder was trained.
-
-    `crop_pct=None` squashes the image to `size x size` (BLIP-2's processor does this);
-    otherwise the short side goes to `size / crop_pct` and the centre `size x size` is kept (timm).
-    """
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    crop_pct: float | None = None
-    # Who resamples: PIL (timm's and open_clip's transforms) or torchvision on uint8 tensors
-    # (transformers' image processors). They differ in the last bit, and parity needs the owner's way.
-    resize_with: str = "pil"
-
-    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        mode = InterpolationMode(self.interpolation)
-        batch = []
-        for image in images:
-            if self.crop_pct is not None:  # the centre crop below would drop the rest anyway
-                image = crop_to_aspect(image)
-            x = image if self.resize_with == "pil" else TF.pil_to_tensor(image)
-            if self.crop_pct is None:
-                x = TF.resize(x, [self.size, self.size], interpolation=mode, antialias=True)
-            else:
-                x = TF.resize(x, int(self.size / self.crop_pct), interpolation=mode, antialias=True)
-                x = TF.center_crop(x, [self.size, self.size])
-            x = TF.pil_to_tensor(x) if self.resize_with == "pil" else x  # (3, size, size) uint8
-            batch.append(TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(self.mean), list(self.std)))
-        return torch.stack(batch)  # (B, 3, size, size)
 
 
 class FrozenImageEncoder(Frozen):
