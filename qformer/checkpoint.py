@@ -13,7 +13,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Blip2Config, ConfigError
 from .frozen import Frozen
 
 WEIGHTS_NAME = "model.safetensors"
@@ -103,36 +102,3 @@ def load_bridge_state(model: nn.Module, state: dict[str, torch.Tensor], source: 
 def _short(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def _path_slots(data: dict) -> list[tuple[dict, str]]:
-    """(section, key) of every config value that may name a backbone's files."""
-    slots = [(data["vision"], "pretrained")] + [(m, "pretrained") for m in data["vision"]["members"]]
-    if data.get("lm"):
-        slots += [(data["lm"], "name_or_path"), (data["lm"], "tokenizer"), (data["lm"], "onnx")]
-    return slots
-
-
-def has_relative_paths(config: Blip2Config) -> bool:
-    return any(str(section[key]).startswith("./") for section, key in _path_slots(config.to_dict()))
-
-
-def resolve_relative_paths(config: Blip2Config, root: Path) -> Blip2Config:
-    """Backbone paths written `./name` mean "inside the checkpoint folder": make them absolute. A saved
-    config may come from someone else, so no path in it may climb out of its folder (`..`)."""
-    data = config.to_dict()
-    inside = Path(root).resolve()
-    for section, key in _path_slots(data):
-        value = section[key]
-        if not isinstance(value, str) or value.startswith("pypi:"):
-            continue
-        if ".." in Path(value).parts:
-            raise ConfigError(f"{key}={value!r} in {Path(root) / CONFIG_NAME} climbs out of the checkpoint folder; "
-                              "a saved config names files inside its folder as ./name, or a hub id")
-        if value.startswith("./"):
-            path = (inside / value[2:]).resolve()
-            if path != inside and inside not in path.parents:  # a symlink pointing elsewhere
-                raise ConfigError(f"{key}={value!r} in {Path(root) / CONFIG_NAME} leads outside the checkpoint "
-                                  f"folder (to {path.name}); copy the files into the folder itself")
-            section[key] = str(path)
-    return Blip2Config.from_dict(data)

@@ -25,8 +25,8 @@ from transformers import (
     Blip2Config as HFBlip2Config,
 )
 
-from .checkpoint import CheckpointError, resolve_relative_paths
-from .config import Blip2Config, QFormerConfig
+from .checkpoint import CheckpointError
+from .config import Blip2Config, QFormerConfig, resolve_relative_paths
 from .encoders.hf_encoder import HFVisionEncoder
 from .llm import IMAGE_TOKEN
 from .model import Blip2

@@ -13,13 +13,11 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    has_relative_paths,
     load_bridge_state,
     read_bridge,
-    resolve_relative_paths,
     save_bridge,
 )
-from .config import Blip2Config
+from .config import Blip2Config, has_relative_paths, resolve_relative_paths
 
 MODEL_CARD = """---
 {{ card_data }}
