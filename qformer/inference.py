@@ -7,13 +7,13 @@ error in its place (`return_exceptions=True`) so one bad file does not lose the 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
 from .images import ImageInput, ImageLoadError
+from .prompts import as_list, questions_for
 
 
 def inference(method):
@@ -36,13 +36,6 @@ def inference(method):
                 self.train(was_training)
 
     return run
-
-
-def as_list(items: Any, what: str) -> list:
-    items = [items] if isinstance(items, (str, Path, bytes)) or not isinstance(items, Sequence) else list(items)
-    if not items:
-        raise ValueError(f"got an empty batch of {what}; pass at least one")
-    return items
 
 
 class InferenceMixin:
@@ -69,9 +62,7 @@ class InferenceMixin:
         """One answer per (image, question); a single question is asked of every image."""
         self._require_lm("generate text")
         images = as_list(images, "images")
-        questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
-        if len(questions) != len(images):
-            raise ValueError(f"ask() got {len(images)} images but {len(questions)} questions")
+        questions = questions_for(images, questions)
         return self._answer(images, self.processor.question_prompts(questions), return_exceptions, generation)
 
     def _answer(self, images: list, prompts: list[str], return_exceptions: bool, generation: dict) -> list:

@@ -16,6 +16,7 @@ from PIL import Image
 from .config import LMConfig, QFormerConfig
 from .images import ImageInput, ImageLoadError, load_image
 from .lm_layouts import LAYOUTS
+from .prompts import check_prompt_lengths, question_prompts
 from .tokenizers import QFormerTokenizer
 
 
@@ -75,12 +76,7 @@ class Blip2Processor:
         tokenizer = self.lm_tokenizer
         rows = tokenizer(list(prompts), add_special_tokens=True, split_special_tokens=True)["input_ids"]
         rows = self.layout.prompt_rows(rows, tokenizer.eos_token_id)
-        limit = self.lm_config.max_prompt_tokens
-        for i, row in enumerate(rows):
-            if len(row) > limit:
-                raise ValueError(f"prompt {i} is {len(row)} tokens long, over lm.max_prompt_tokens={limit}: "
-                                 f"{prompts[i][:60]!r}...")
-        return rows
+        return check_prompt_lengths(rows, prompts, self.lm_config.max_prompt_tokens)
 
     def target_ids(self, prompts: Sequence[str], targets: Sequence[str]) -> list[list[int]]:
         """Target ids ending in EOS; a space separates them from a non-empty prompt."""
@@ -100,10 +96,7 @@ class Blip2Processor:
         return {"input_ids": ids, "attention_mask": mask}
 
     def question_prompts(self, questions: Sequence[str]) -> list[str]:
-        for i, q in enumerate(questions):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"question {i} is empty; ask something about the image")
-        return [self.lm_config.question_template.format(question=q.strip()) for q in questions]
+        return question_prompts(self.lm_config.question_template, questions)
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.lm_tokenizer.batch_decode(token_ids, skip_special_tokens=True)]

@@ -1,0 +1,39 @@
+"""The rules for the language model's text around the visual prompt, shared by the torch processor
+and the torch-free runtime (`lite.py`): questions into prompts, batches into lists, length limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def as_list(items: Any, what: str) -> list:
+    """One input or a sequence of them, as a non-empty list."""
+    items = [items] if isinstance(items, (str, Path, bytes)) or not isinstance(items, Sequence) else list(items)
+    if not items:
+        raise ValueError(f"got an empty batch of {what}; pass at least one")
+    return items
+
+
+def question_prompts(template: str, questions: Sequence[str]) -> list[str]:
+    """Each question in the LM's template; an empty question is an error that names it."""
+    for i, q in enumerate(questions):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"question {i} is empty; ask something about the image")
+    return [template.format(question=q.strip()) for q in questions]
+
+
+def questions_for(images: list, questions: str | Sequence[str]) -> list[str]:
+    """One question per image: a single question is asked of every image."""
+    questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
+    if len(questions) != len(images):
+        raise ValueError(f"ask() got {len(images)} images but {len(questions)} questions")
+    return questions
+
+
+def check_prompt_lengths(rows: list[list[int]], prompts: Sequence[str], limit: int) -> list[list[int]]:
+    for i, row in enumerate(rows):
+        if len(row) > limit:
+            raise ValueError(f"prompt {i} is {len(row)} tokens long, over lm.max_prompt_tokens={limit}: "
+                             f"{prompts[i][:60]!r}...")
+    return rows
