@@ -33,7 +33,8 @@ class FrozenLM(Frozen):
         if config.quantize or config.onnx:
             self.engine, self.tokenizer = load_onnx_language_model(config)
             self.model, self.kind = None, "causal"
-            self.input_embeddings = nn.Embedding.from_pretrained(self.engine.embeddings, freeze=True)
+            # the engine's mapped table, shared: rows are read from the file as they are looked up
+            self.input_embeddings = nn.Embedding.from_pretrained(torch.from_numpy(self.engine.embeddings), freeze=True)
         else:
             self.model, self.tokenizer, self.kind = load_language_model(config)
             self.input_embeddings = self.model.get_input_embeddings()
@@ -128,7 +129,9 @@ class FrozenLM(Frozen):
             raise ValueError("the language model runs on onnxruntime (lm.quantize or lm.onnx), which decodes "
                              "greedily: drop sampling and beam settings, or run it in torch (unset lm.quantize; "
                              "on the command line, --quantize none)")
-        return self.engine.greedy(embeds, mask, **{k: settings[k] for k in DECODER_ARGS if k in settings})
+        tokens = self.engine.greedy(embeds.float().cpu().numpy(), mask.cpu().numpy(),
+                                    **{k: settings[k] for k in DECODER_ARGS if k in settings})
+        return torch.from_numpy(tokens).to(embeds.device)
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], **generation: Any) -> list[str]:

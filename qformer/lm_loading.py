@@ -49,7 +49,7 @@ def load_language_model(config: LMConfig) -> tuple[PreTrainedModel, object, str]
 def load_onnx_language_model(config: LMConfig):
     """`(engine, tokenizer)` for an LM on onnxruntime: an exported folder (`lm.onnx`), or the LM built
     once into the cache with `lm.quantize` weights and read from there afterwards."""
-    from .onnx_lm import TOKENIZER_DIR, OnnxCausalLM
+    from .onnx_engine import TOKENIZER_DIR, OnnxCausalLM
 
     engine = OnnxCausalLM(config.onnx if config.onnx else _quantized_engine(config))
     if config.quantize is not None and engine.manifest.get("quantize") != config.quantize:
@@ -70,7 +70,8 @@ def load_onnx_language_model(config: LMConfig):
 
 def _quantized_engine(config: LMConfig) -> Path:
     """The cache folder of the LM's quantized engine, built on first use (the LM loads in torch once)."""
-    from .onnx_lm import FORMAT, MANIFEST, export_causal_lm
+    from .onnx_engine import FORMAT, MANIFEST
+    from .onnx_lm import export_causal_lm
 
     if config.random_config is not None:
         origin = json.dumps([config.random_config, config.seed, config.tokenizer], sort_keys=True)

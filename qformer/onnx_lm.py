@@ -11,7 +11,8 @@ optimum-onnx would be the maintained exporter, but its release pins transformers
 no input-embeddings decoder, so the export is our own: torch's exporter on transformers' own model.
 
 A folder holds `model.onnx`, `embed_tokens.safetensors` (the input embeddings, to embed the text around
-the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both files.
+the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both files. It runs
+without torch (`onnx_engine.py`).
 """
 
 from __future__ import annotations
@@ -22,27 +23,19 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .decoding import generated_length
 from .extras import require
 from .files import sha256_of
-from .onnx_runtime import open_session
+from .onnx_engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
 from .onnx_quantize import BLOCK
 
-GRAPH = "model.onnx"
-EMBEDDINGS = "embed_tokens.safetensors"
-MANIFEST = "engine.json"
-TOKENIZER_DIR = "tokenizer"
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
 OPSET = 18
-FORMAT = 3
 MAX_GRAPH_BYTES = 2_000_000_000  # one ONNX protobuf cannot hold more
-MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 
 
 class DecoderStep(nn.Module):
@@ -63,10 +56,6 @@ class DecoderStep(nn.Module):
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits[:, -1].float(), *present)
-
-
-def cache_names(layers: int, kind: str) -> list[str]:
-    return [f"{kind}.{i}.{part}" for i in range(layers) for part in ("key", "value")]
 
 
 def kv_shape(config) -> tuple[int, int]:
@@ -166,87 +155,3 @@ def _quantize(path: Path, bits: int, head_columns: int) -> dict:
             other.unlink()
     onnx.save(graph, str(path))
     return counts
-
-
-class OnnxCausalLM:
-    """An engine folder on onnxruntime. `greedy(embeds, mask, ...)` gives the same `(B, T_new)` token
-    layout as transformers' greedy `generate` from left-padded input embeddings."""
-
-    def __init__(self, folder: str | Path, threads: int | None = None):
-        require("onnxruntime", "running the language model on onnxruntime")
-        from safetensors.torch import load_file
-
-        self.folder = Path(folder)
-        manifest_path = self.folder / MANIFEST
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{manifest_path}: not a readable engine manifest ({e}); export the model again") from e
-        if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{manifest_path}: engine format {self.manifest.get('format')!r}, this qformer reads "
-                             f"{FORMAT}; export the model again")
-        graph = self._verified("graph")
-        table = load_file(self._verified("embeddings")).get("weight")
-        if table is None or table.ndim != 2 or table.shape[1] != self.manifest["hidden_size"]:
-            raise ValueError(f"{self.folder / EMBEDDINGS}: no (vocab, {self.manifest['hidden_size']}) 'weight' tensor")
-        self.embeddings = table
-        self.session = open_session(graph, threads)
-        self.layers, self.heads, self.head_dim = (int(self.manifest[k]) for k in ("layers", "kv_heads", "head_dim"))
-        self._past = cache_names(self.layers, "past")
-
-    def _verified(self, part: str) -> Path:
-        entry = self.manifest.get(part) or {}
-        name = entry.get("file")
-        if name not in (GRAPH, EMBEDDINGS):
-            raise ValueError(f"{self.folder / MANIFEST}: {part} must be one of this folder's files, not {name!r}")
-        if sha256_of(self.folder / name) != entry.get("sha256"):
-            raise ValueError(f"{self.folder / name}: its SHA-256 does not match {MANIFEST}; the file is damaged or "
-                             "was changed. It is left as it is: delete the folder to build it again, or export again")
-        return self.folder / name
-
-    @property
-    def tokenizer_source(self) -> str:
-        """The tokenizer's folder inside the engine, or the name of a built-in tokenizer."""
-        name = self.manifest.get("tokenizer")
-        return str(self.folder / TOKENIZER_DIR) if name == TOKENIZER_DIR else str(name)
-
-    def _run(self, embeds: np.ndarray, bias: np.ndarray, positions: np.ndarray, cache: list[np.ndarray]):
-        feeds = {"inputs_embeds": embeds, "attention_bias": bias, "position_ids": positions,
-                 **dict(zip(self._past, cache))}
-        logits, *present = self.session.run(None, feeds)
-        return logits, present
-
-    @torch.no_grad()
-    def greedy(self, embeds: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
-               eos_token_id: int | Sequence[int] | None, pad_token_id: int, min_new_tokens: int = 0) -> torch.Tensor:
-        """New token ids `(B, T_new)` for left-padded `embeds (B, T, D)`; after a row's end of text, padding."""
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        keys = mask.cpu().numpy().astype(bool)  # (B, T): which slots hold real tokens
-        batch, length = keys.shape
-        causal = np.tril(np.ones((length, length), dtype=bool))
-        # a padding row may see itself, so that no row of the softmax is empty
-        allowed = (causal[None] & keys[:, None, :]) | np.eye(length, dtype=bool)[None]
-        bias = np.where(allowed, 0.0, MASKED).astype(np.float32)[:, None]
-        positions = np.maximum(keys.cumsum(-1) - 1, 0).astype(np.int64)
-        cache = [np.zeros((batch, self.heads, 0, self.head_dim), np.float32) for _ in self._past]
-        logits, cache = self._run(embeds.float().cpu().numpy(), bias, positions, cache)
-        tokens = np.full((batch, max_new_tokens), pad_token_id, dtype=np.int64)
-        finished = np.zeros(batch, dtype=bool)
-        next_position = positions[:, -1:] + 1
-        for step in range(max_new_tokens):
-            if eos_ids and step < min_new_tokens:
-                logits[:, eos_ids] = -np.inf
-            token = logits.argmax(-1)
-            tokens[:, step] = np.where(finished, pad_token_id, token)
-            finished |= np.isin(token, eos_ids)
-            if step + 1 == max_new_tokens or (eos_ids and finished.all()):
-                break
-            keys = np.concatenate([keys, np.ones((batch, 1), dtype=bool)], axis=1)
-            bias = np.where(keys, 0.0, MASKED).astype(np.float32)[:, None, None, :]
-            embedded = self.embeddings[torch.from_numpy(tokens[:, step])].numpy()[:, None]
-            logits, cache = self._run(embedded, bias, next_position + step, cache)
-        out = torch.from_numpy(tokens)
-        return out[:, : generated_length(out, eos_ids)]
-
