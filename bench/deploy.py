@@ -26,7 +26,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_
 import qformer
 from common import environment
 from qformer.images import load_image
-from qformer.onnx_export import VISUAL_GRAPH, export_onnx
+from qformer.exported import VISUAL_GRAPH
+from qformer.onnx_export import export_onnx
 from qformer.training.metrics import caption_scores
 from qformer.wildlife.classifiers import LITE0, LITE2, ImageNetClassifier
 

@@ -69,7 +69,7 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
             "not a folder, and not a hub id of the form owner/name"
         )
     model = Blip2.from_pretrained(name_or_path, **overrides)
-    from .onnx_export import OnnxVisualPrompt, is_exported
+    from .exported import OnnxVisualPrompt, is_exported
 
     if Path(name_or_path).is_dir() and is_exported(name_or_path):
         model.onnx_visual = OnnxVisualPrompt(name_or_path)  # the visual path runs on onnxruntime

@@ -89,7 +89,8 @@ class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["
         bridge was loaded from an ONNX export (`qformer export --onnx`)."""
         if self.onnx_visual is not None:
             self._require_lm("map queries into a language model")
-            return self.onnx_visual(pixels).to(self.device, self.lm.dtype)
+            prompt = self.onnx_visual(pixels.float().cpu().numpy())
+            return torch.from_numpy(prompt).to(self.device, self.lm.dtype)
         return self.project(self.query_outputs(self.encode_images(pixels)))
 
     def project(self, query_outputs: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ torch, and the manifest says why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -22,11 +23,8 @@ from torch import nn
 
 from .extras import require
 from .files import sha256_of, write_text_atomically
-from .onnx_runtime import open_session
+from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH
 
-VISUAL_GRAPH = "visual_prompt.onnx"
-MANIFEST = "onnx.json"
-LM_FOLDER = "language_model"
 OPSET = 18
 PARITY = 1e-4  # the export is checked against torch before it is kept
 
@@ -79,6 +77,7 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         if error > PARITY:
             raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more than {PARITY}); not written")
         manifest = {
+            "preprocess": dataclasses.asdict(preprocess),  # what the graph's pixels need (qformer.lite)
             "visual_prompt": {"file": VISUAL_GRAPH, "sha256": sha256_of(staged / VISUAL_GRAPH), "opset": OPSET,
                               "max_abs_error_vs_torch": error},
             "language_model": _export_language_model(model, staged),
@@ -89,29 +88,6 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), str(out))
     return manifest
-
-
-class OnnxVisualPrompt:
-    """The exported visual graph on onnxruntime: `graph(pixels)` -> (B, Q, D_lm) float32 tensor."""
-
-    def __init__(self, folder: str | Path, threads: int | None = None):
-        require("onnxruntime", "running an exported bridge")
-        folder = Path(folder)
-        manifest = json.loads((folder / MANIFEST).read_text())
-        entry = manifest["visual_prompt"]
-        if entry.get("file") != VISUAL_GRAPH:
-            raise ValueError(f"{folder / MANIFEST}: the visual graph must be {VISUAL_GRAPH}, not {entry.get('file')!r}")
-        if sha256_of(folder / VISUAL_GRAPH) != entry.get("sha256"):
-            raise ValueError(f"{folder / VISUAL_GRAPH}: its SHA-256 does not match {MANIFEST}; the file is damaged "
-                             "or was changed. Export again with `qformer export --onnx`")
-        self.session = open_session(folder / VISUAL_GRAPH, threads)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"pixel_values": pixels.float().cpu().numpy()})[0])
-
-
-def is_exported(folder: str | Path) -> bool:
-    return (Path(folder) / MANIFEST).is_file()
 
 
 def _export_language_model(model, staged: Path) -> dict:

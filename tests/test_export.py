@@ -7,7 +7,8 @@ import torch
 
 import qformer
 from qformer.cli import main
-from qformer.onnx_export import MANIFEST, VISUAL_GRAPH, export_onnx
+from qformer.exported import MANIFEST, VISUAL_GRAPH
+from qformer.onnx_export import export_onnx
 
 
 @pytest.mark.parametrize("name", ["tiny-random", "default"])
