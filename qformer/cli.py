@@ -179,13 +179,18 @@ def _run(args: argparse.Namespace) -> int:
 
         launch(args.host, args.port, args.model, allowed_models=args.models)
         return 0
-    device = _device(args.device)
-    if device is None:
-        return EXIT_USAGE
-    from qformer.grounded import load_captioner
+    if _runs_without_torch(args):
+        from .lite import LiteCaptioner
 
-    quantize = args.quantize or ("none" if args.num_beams > 1 else None)  # the onnxruntime LM decodes greedily
-    model = _load(lambda: load_captioner(args.model, device, quantize=quantize), args.model)
+        model = _load(lambda: LiteCaptioner(args.model), args.model)
+    else:
+        device = _device(args.device)
+        if device is None:
+            return EXIT_USAGE
+        from qformer.grounded import load_captioner
+
+        quantize = args.quantize or ("none" if args.num_beams > 1 else None)  # the onnxruntime LM decodes greedily
+        model = _load(lambda: load_captioner(args.model, device, quantize=quantize), args.model)
     if isinstance(model, int):
         return model
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
@@ -201,6 +206,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _report(records, args.json)
+
+
+def _runs_without_torch(args: argparse.Namespace) -> bool:
+    """An exported folder whose graphs all run on onnxruntime, asked for greedy answers on the CPU:
+    no torch to import (`qformer.lite`), so the command starts in about a second."""
+    from pathlib import Path
+
+    if args.num_beams != 1 or args.quantize is not None or args.device not in ("auto", "cpu"):
+        return False
+    if not Path(args.model).is_dir():
+        return False
+    from .lite import LiteCaptioner
+
+    return LiteCaptioner.unsupported(args.model) is None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -356,6 +375,9 @@ def _report(records: list[dict], as_json: bool) -> int:
             failed += 1
         else:  # the text, which path gave it, and the facts a grounded answer came from
             found = record.pop(value_key)
+            if isinstance(found, str):  # the torch-free runtime's answers: an exported bridge's
+                record.update({value_key: found, "source": "bridge"})
+                continue
             record.update({value_key: found.text, "source": found.source},
                           **({"facts": found.facts.to_dict()} if found.facts else {}))
     if as_json:  # JSON escapes control characters itself
