@@ -1,8 +1,9 @@
 """Start-up and caption latency of a preset on this machine: process start to first caption (after
 the one-time GGUF and engine caches), warm caption latency per image, decoding speed and peak
 resident memory, for the LM in torch (fp32, bf16), on onnxruntime (int8, int4 weights), and for
-`qformer export --onnx` folders (visual path and LM on onnxruntime, fp32 and int4); for the
-default, also the routed captioner (photos grounded, drawings to the bridge).
+`qformer export --onnx` folders (visual path and LM on onnxruntime, fp32 and int4, and the int4
+folder on the torch-free runtime); for the default, also the routed captioner (photos grounded,
+drawings to the bridge).
 
 Each measurement runs in a fresh Python process, as a user's first command would.
 """
@@ -22,10 +23,12 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, statistics, sys, time
 start = time.perf_counter()
-import torch
 import qformer
 how = sys.argv[3]
-if how == "routed":  # the routed captioner: photos grounded, drawings to the bridge
+if how.startswith("lite="):  # an exported folder on the torch-free runtime
+    from qformer.lite import LiteCaptioner
+    model = LiteCaptioner(how[len("lite="):])
+elif how == "routed":  # the routed captioner: photos grounded, drawings to the bridge
     from qformer.grounded import load_captioner
     model = load_captioner(sys.argv[1])
 elif how.startswith("folder="):  # an exported folder
@@ -76,7 +79,8 @@ def main() -> None:
         plan += [(f"first run, {bits} LM on onnxruntime (may build the engine cache)", bits, args.images),
                  (f"cold start, {bits} LM on onnxruntime", bits, args.images)]
     plan += [("exported folder: visual graph + fp32 LM on onnxruntime", f"folder={exported / 'fp32'}", args.images),
-             ("exported folder: visual graph + int4 LM on onnxruntime", f"folder={exported / 'int4'}", args.images)]
+             ("exported folder: visual graph + int4 LM on onnxruntime", f"folder={exported / 'int4'}", args.images),
+             ("exported folder, int4, without torch (`qformer.lite`)", f"lite={exported / 'int4'}", args.images)]
     if args.model == "default":  # the routed default on photos (grounded) and on drawings (the bridge)
         plan += [(f"routed default, {len(photos)} photos", "routed", photos),
                  (f"routed default, {len(drawings)} drawings", "routed", drawings)]
@@ -85,10 +89,11 @@ def main() -> None:
         out = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.tokens), dtype, *images],
                              capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    import onnxruntime
     import torch
 
     print(f"model: {args.model} | {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads | "
-          f"torch {torch.__version__} | up to {args.tokens} new tokens | images: {', '.join(Path(i).name for i in args.images)}")
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} | up to {args.tokens} new tokens | images: {', '.join(Path(i).name for i in args.images)}")
     shutil.rmtree(exported)
     print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image, median (s) "
           "| decoding, tokens/s | peak RSS (MiB) |")
