@@ -70,7 +70,8 @@ class OnnxVisualPrompt:
         if sha256_of(folder / VISUAL_GRAPH) != entry.get("sha256"):
             raise ValueError(f"{folder / VISUAL_GRAPH}: its SHA-256 does not match {MANIFEST}; the file is damaged "
                              "or was changed. Export again with `qformer export --onnx`")
-        self.session = open_session(folder / VISUAL_GRAPH, threads)
+        # run once per batch, right before the language model's prompt pass: no spinning threads left behind
+        self.session = open_session(folder / VISUAL_GRAPH, threads, spin=False)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"pixel_values": np.asarray(pixels, dtype=np.float32)})[0]
