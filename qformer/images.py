@@ -10,7 +10,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -81,6 +81,22 @@ def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(name, f"corrupt or truncated image ({e})") from e
     return _to_rgb(upright, name)
+
+
+def load_images(images: Sequence[ImageInput], return_exceptions: bool = False
+                ) -> tuple[list[Image.Image], list[ImageLoadError | None]]:
+    """The readable images, decoded, and per input either None or the error that stopped it; without
+    `return_exceptions`, the first error is raised."""
+    loaded, errors = [], []
+    for image in images:
+        try:
+            loaded.append(load_image(image))
+            errors.append(None)
+        except ImageLoadError as e:
+            if not return_exceptions:
+                raise
+            errors.append(e)
+    return loaded, errors
 
 
 def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:

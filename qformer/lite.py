@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import Blip2Config, resolve_relative_paths
 from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest
-from .images import ImageInput, ImageLoadError, load_image
+from .images import ImageInput, ImageLoadError, load_images
 from .onnx_engine import TOKENIZER_DIR, OnnxCausalLM
 from .prompts import as_list, check_prompt_lengths, question_prompts, questions_for
 
@@ -112,15 +112,7 @@ class LiteCaptioner:
     def _answer(self, images: list, prompts: list[str], return_exceptions: bool, generation: dict) -> list:
         settings = self._greedy_settings(generation)
         rows = self.prompt_ids(prompts)  # fail on an overlong prompt before any image work
-        loaded, errors = [], []
-        for image in images:
-            try:
-                loaded.append(load_image(image))
-                errors.append(None)
-            except ImageLoadError as e:
-                if not return_exceptions:
-                    raise
-                errors.append(e)
+        loaded, errors = load_images(images, return_exceptions)
         if not loaded:
             return errors
         prefix = self.visual(self.preprocess.arrays(loaded))  # (B, Q, D)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .config import LMConfig, QFormerConfig
-from .images import ImageInput, ImageLoadError, load_image
+from .images import ImageInput, ImageLoadError, load_images
 from .lm_layouts import LAYOUTS
 from .prompts import check_prompt_lengths, question_prompts
 from .tokenizers import QFormerTokenizer
@@ -39,15 +39,7 @@ class Blip2Processor:
     def images(self, images: Sequence[ImageInput], return_exceptions: bool = False
                ) -> tuple[torch.Tensor | tuple | None, list[ImageLoadError | None]]:
         """Pixels for the readable images, and per input either None or the error that stopped it."""
-        loaded, errors = [], []
-        for image in images:
-            try:
-                loaded.append(load_image(image))
-                errors.append(None)
-            except ImageLoadError as e:
-                if not return_exceptions:
-                    raise
-                errors.append(e)
+        loaded, errors = load_images(images, return_exceptions)
         return (self.image_preprocessor(loaded) if loaded else None), errors
 
     # --- the Q-Former's text ------------------------------------------------------------------
