@@ -37,7 +37,7 @@ class LiteCaptioner:
         reason = self.unsupported(folder)
         if reason:
             raise ValueError(f"{folder}: {reason}")
-        config = resolve_relative_paths(Blip2Config.from_json(folder / "config.json"), folder)
+        config = _saved_config(folder)
         self.lm_config = config.lm
         self.preprocess = exported_preprocess(folder)
         self.visual = OnnxVisualPrompt(folder, threads)
@@ -51,15 +51,15 @@ class LiteCaptioner:
         if not is_exported(folder):
             return f"not an exported folder (no {MANIFEST}); make one with `qformer export --onnx`"
         try:
-            manifest = read_manifest(folder)
-        except ValueError as e:
+            manifest, config = read_manifest(folder), _saved_config(folder)
+        except (OSError, ValueError) as e:
             return str(e)
-        lm = manifest.get("language_model") or {}
-        if lm.get("engine") != "onnxruntime":
-            return f"its language model runs in torch ({lm.get('why', 'not exported')})"
+        if config.lm is None or not config.lm.onnx:
+            why = (manifest.get("language_model") or {}).get("why", "not exported")
+            return f"its language model runs in torch ({why})"
         if (manifest.get("preprocess") or {}).get("resize_with") != "pil":
             return "its images are resized by torchvision, or it was exported by an older qformer; export it again"
-        tokenizer = folder / lm.get("folder", "") / TOKENIZER_DIR
+        tokenizer = Path(config.lm.onnx) / TOKENIZER_DIR  # inside the folder: the saved config's paths are checked
         if not (tokenizer / "tokenizer.json").is_file():
             return "its language model's tokenizer has no tokenizer.json (a built-in or slow tokenizer)"
         try:
@@ -153,3 +153,7 @@ class LiteCaptioner:
         return {"max_new_tokens": generation.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
                 "min_new_tokens": generation.get("min_new_tokens", 0)}
 
+
+def _saved_config(folder: Path) -> Blip2Config:
+    """The folder's config.json, its `./` paths made absolute and kept inside the folder."""
+    return resolve_relative_paths(Blip2Config.from_json(folder / "config.json"), folder)

@@ -87,6 +87,11 @@ def test_a_hostile_or_old_manifest_is_refused_by_name(exported, tmp_path):
             LiteCaptioner(folder)
     (folder / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "preprocess"}))
     assert "export it again" in LiteCaptioner.unsupported(folder)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "lm": {**config["lm"], "onnx": "../elsewhere"}}))
+    assert "climbs out of the checkpoint folder" in LiteCaptioner.unsupported(folder)
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / MANIFEST).write_text("{not json")
     assert "not a readable export manifest" in LiteCaptioner.unsupported(folder)
     assert main(["caption", SAMPLES[0], "--model", str(folder)]) == 1  # the torch path names the file too
