@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .config import LM_QUANTIZE
 from .extras import MissingExtra, require
+from .prompts import MAX_BEAMS, MAX_NEW_TOKENS
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
@@ -22,14 +23,21 @@ QUANTIZE_HELP = ("run the bridge's language model on onnxruntime with block-wise
                  "(built once, then cached)")
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
     return value
+
+
+def at_most(high: int):
+    """A whole number from 1 to `high`: the bounds of what one command may ask for."""
+    return lambda text: positive_int(text, high)
 
 
 def fraction(text: str) -> float:
@@ -59,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "or 'grounded' (each path alone), or any preset (see `qformer models`), folder or hub id")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
-    common.add_argument("--max-new-tokens", type=positive_int, default=30)
-    common.add_argument("--num-beams", type=positive_int, default=1)
+    common.add_argument("--max-new-tokens", type=at_most(MAX_NEW_TOKENS), default=30)
+    common.add_argument("--num-beams", type=at_most(MAX_BEAMS), default=1)
     common.add_argument("--quantize", choices=("none", *LM_QUANTIZE),
                         help=QUANTIZE_HELP + "; 'none' keeps it in torch (default: int4 for the default's bridge on a "
                              "CPU, when decoding is greedy)")
@@ -92,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="continue an interrupted --out run, or add new images to finished results")
     wildlife.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     wildlife.add_argument("--country", help="ISO 3166-1 alpha-3 code, e.g. KEN: species not known there roll up")
-    wildlife.add_argument("--workers", type=positive_int, default=2, help="threads decoding images")
-    wildlife.add_argument("--batch-size", type=positive_int, default=8)
+    wildlife.add_argument("--workers", type=at_most(64), default=2, help="threads decoding images")
+    wildlife.add_argument("--batch-size", type=at_most(256), default=8)
     wildlife.add_argument("--checkpoint-every", type=positive_int, default=50, help="images between checkpoints")
     wildlife.add_argument("--threshold", type=fraction, default=0.5, help="species score below which answers roll up")
     wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default="default", help="the captioner: default, bridge, grounded or a bridge")
     serve.add_argument("--replicas", type=positive_int, default=1, help="replicas of each model deployment")
-    serve.add_argument("--max-batch", type=positive_int, default=8,
+    serve.add_argument("--max-batch", type=at_most(256), default=8,
                        help="requests a model takes in one adaptive batch (1: batching off)")
     serve.add_argument("--engine", choices=("ray", "bentoml"), default="ray",
                        help="Ray Serve (scales to a cluster) or BentoML (packages as a container with bentofile.yaml)")

@@ -18,6 +18,7 @@ from .decoding import DECODER_ARGS, StaticGreedyDecoder, asks_only_greedy, is_pl
 from .frozen import Frozen
 from .lm_layouts import LAYOUTS
 from .lm_loading import load_language_model, load_onnx_language_model
+from .prompts import check_generation
 from .tokenizers import pad_rows
 
 IMAGE_TOKEN = "<image>"
@@ -107,6 +108,7 @@ class FrozenLM(Frozen):
     def generate_from_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, **generation: Any) -> torch.Tensor:
         settings = {"max_new_tokens": 30, "pad_token_id": self.tokenizer.pad_token_id,
                     "eos_token_id": self.tokenizer.eos_token_id, **generation}
+        check_generation(settings)
         if not settings.get("do_sample"):
             # the model's own generation config may carry sampling settings; greedy/beam ignores them
             settings.setdefault("do_sample", False)
@@ -141,6 +143,7 @@ class FrozenLM(Frozen):
         ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)
         settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
+        check_generation(settings)
         if self.engine is not None:
             tokens = self.generate_from_embeds(self.embed(ids), mask, **settings)
             return [t.strip() for t in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]

@@ -18,6 +18,7 @@ import numpy as np
 from .extras import require
 from .files import sha256_of
 from .onnx_runtime import open_session
+from .prompts import check_generation
 
 GRAPH = "model.onnx"
 EMBEDDINGS = "embed_tokens.safetensors"
@@ -110,8 +111,7 @@ class OnnxCausalLM:
     def greedy(self, embeds: np.ndarray, mask: np.ndarray, *, max_new_tokens: int,
                eos_token_id: int | Sequence[int] | None, pad_token_id: int, min_new_tokens: int = 0) -> np.ndarray:
         """New token ids `(B, T_new)` for left-padded `embeds (B, T, D)`; after a row's end of text, padding."""
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        check_generation({"max_new_tokens": max_new_tokens})
         eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
         keys = np.asarray(mask).astype(bool)  # (B, T): which slots hold real tokens
         batch, length = keys.shape

@@ -6,6 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+# Bounds on what a request may ask of the language model: memory grows with both (a KV cache per
+# token, a copy of it per beam), and a caption or an answer needs far less.
+MAX_NEW_TOKENS = 1024
+MAX_BEAMS = 16
+
 
 def as_list(items: Any, what: str) -> list:
     """One input or a sequence of them, as a non-empty list."""
@@ -37,3 +42,11 @@ def check_prompt_lengths(rows: list[list[int]], prompts: Sequence[str], limit: i
             raise ValueError(f"prompt {i} is {len(row)} tokens long, over lm.max_prompt_tokens={limit}: "
                              f"{prompts[i][:60]!r}...")
     return rows
+
+
+def check_generation(settings: dict) -> None:
+    """Refuse `max_new_tokens` and `num_beams` outside their bounds, with a sentence."""
+    for key, low, high in (("max_new_tokens", 1, MAX_NEW_TOKENS), ("num_beams", 1, MAX_BEAMS)):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise ValueError(f"{key} must be a whole number from {low} to {high}, got {value!r}")

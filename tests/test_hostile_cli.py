@@ -29,6 +29,8 @@ def qformer_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     (["--num-beams", "0"], "--num-beams: must be at least 1, got 0"),
     (["--max-new-tokens", "-3"], "--max-new-tokens: must be at least 1"),
     (["--max-new-tokens", "many"], "'many' is not a whole number"),
+    (["--max-new-tokens", "1000000000"], "--max-new-tokens: must be at most 1024"),  # a KV cache per token
+    (["--num-beams", "100000"], "--num-beams: must be at most 16"),
 ])
 def test_bad_numbers_are_usage_errors(photo, capsys, flags, said):
     with pytest.raises(SystemExit) as exit_info:
@@ -80,6 +82,15 @@ def test_a_20000_by_10_png_neither_hangs_nor_exhausts_memory(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         peak_kb = int(run.stdout.rsplit("peak", 1)[1])
         assert peak_kb < 3 * 1024 * 1024, f"{args[0]} peaked at {peak_kb / 1024:.0f} MB"
+
+
+def test_generation_lengths_are_bounded_in_the_library_too(cat):
+    model = qformer.create_model("tiny-random")
+    for settings in ({"max_new_tokens": 10**9}, {"num_beams": 10**5}, {"max_new_tokens": 0}, {"max_new_tokens": 2.5}):
+        with pytest.raises(ValueError, match="must be a whole number from 1 to"):
+            model.caption([cat], **settings)
+    with pytest.raises(ValueError, match="must be a whole number from 1 to"):
+        model.lm.generate_text(["hello"], max_new_tokens=10**9)
 
 
 def test_every_network_input_is_bounded(cat):
