@@ -26,8 +26,12 @@ def test_the_ensemble_graph_runs_in_process():
 def test_deploying_names_every_node_and_refuses_what_is_not_there():
     graph = caption_ensemble("tiny-random")
     assert [n.name for n in nodes_of(graph.root)] == [f"{kind}_{g}" for g in GENERATORS for kind in ("generate", "score")]
-    with pytest.raises(ValueError, match="not nodes of this graph"):
+    with pytest.raises(ValueError, match="neither nodes nor groups here"):
         deploy_graph(graph, options={"generate_typo": {"num_replicas": 2}})
+    for groups in ({"g": ["generate_typo"]}, {"g": ["score_greedy"], "h": ["score_greedy"]}, {"g": []},
+                   {"score_beam": ["generate_beam"]}):
+        with pytest.raises(ValueError, match="groups must name each node of this graph"):
+            deploy_graph(graph, groups=groups)
     twice = Graph(Parallel("p", [Chain("a", Node("same", str, ["x"], "y")), Chain("b", Node("same", str, ["x"], "y"))],
                            collect="y", output="ys"))
     with pytest.raises(ValueError, match="unique"):
@@ -71,3 +75,43 @@ def test_the_served_ensemble_gives_the_in_process_answer_from_a_deployment_per_n
     assert all(f"ServeReplica:ensemble:node_{kind}_{g}" in replicas for g in GENERATORS for kind in ("generate", "score"))
     bad = requests.post(f"{url}/ensemble/", files={"image": ("notes.txt", b"not a photo")}, timeout=60)
     assert bad.status_code == 400 and "could not read" in bad.json()["detail"]
+
+
+GROUPED = """
+import json, sys
+from functools import partial
+import ray
+from ray import serve
+from qformer.compose import Chain, Graph, Node, Parallel
+from qformer.serving.ray_graph import deploy_graph
+
+def branch(name, case):
+    return Chain(name, Node(f"case_{name}", case, ["x"], "y"), Node(f"keep_{name}", list, ["y"], "z", batch_size=4))
+
+graph = Graph(Parallel("p", [branch("up", str.upper), branch("low", str.lower)], collect="z", output="zs"))
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+handle = serve.run(deploy_graph(graph, groups={"cases": ["case_up", "case_low"], "keeps": ["keep_up", "keep_low"]},
+                                options={"cases": {"num_replicas": 1}}), name="grouped", route_prefix=None)
+inputs = [{"x": f"Word{i}"} for i in range(6)]
+served = handle.remote(inputs).result(timeout_s=120)
+deployments = sorted(serve.status().applications["grouped"].deployments)
+print("RESULT " + json.dumps({"served": [r["values"]["zs"] for r in served],
+                  "in_process": [r.values["zs"] for r in graph.map(inputs)], "deployments": deployments}), flush=True)
+serve.shutdown()
+ray.shutdown()
+"""
+
+
+def test_a_declared_group_of_nodes_shares_one_deployment(tmp_path):
+    """Four nodes in two groups: two deployments (and the driver), the in-process answers, batches that
+    mix the requests of two nodes split by node."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", GROUPED], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]  # Ray logs around it
+    result = json.loads(line[len("RESULT "):])
+    assert result["served"] == result["in_process"] == [[f"WORD{i}", f"word{i}"] for i in range(6)]
+    assert result["deployments"] == ["GraphDriver", "node_cases", "node_keeps"]

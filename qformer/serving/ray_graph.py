@@ -1,8 +1,10 @@
 """Any `qformer.compose.Graph` on Ray Serve, without rewriting its nodes.
 
 Every `Node` becomes a deployment of its own (`NodeServer`) with its own `ray_actor_options`
-(`num_cpus`, `num_gpus`), replicas or `autoscaling_config`, and `max_ongoing_requests`; a node that
-declares a `batch_size` takes requests in adaptive batches (`@serve.batch`, at most that many). The
+(`num_cpus`, `num_gpus`), replicas or `autoscaling_config`, and `max_ongoing_requests`, or nodes
+declared as a group share one: one set of replicas, whose processes hold the models the group's
+nodes share once (the caption ensemble's six nodes share one bridge). A node that declares a
+`batch_size` takes requests in adaptive batches (`@serve.batch`, at most that many). The
 graph's shape (`Chain`, `Parallel`, `Route`, `Switch`) runs in a driver deployment, where each node
 is replaced by a call through its `DeploymentHandle`: the inputs of one request go out at once, and
 `Parallel` branches run concurrently, as in process.
@@ -42,30 +44,40 @@ def use_the_machines_cores() -> None:
 
 @serve.deployment(graceful_shutdown_timeout_s=5)
 class NodeServer:
-    """One node's function behind a deployment: `call(arguments)` -> the node's output."""
+    """The functions of a group of nodes (often one) behind a deployment: `call(name, arguments)` ->
+    that node's output."""
 
-    def __init__(self, node: Node):
+    def __init__(self, nodes: list[Node]):
         use_the_machines_cores()
-        self.node = node
-        self.call_batched.set_max_batch_size(node.batch_size or 1)
+        self.nodes = {node.name: node for node in nodes}
+        self.call_batched.set_max_batch_size(max(node.batch_size or 1 for node in nodes))
         self.call_batched.set_batch_wait_timeout_s(BATCH_WAIT_S)
 
-    async def call(self, arguments: list) -> Any:
-        if self.node.batch_size is not None:
-            return await self.call_batched(arguments)
+    async def call(self, name: str, arguments: list) -> Any:
+        node = self.nodes[name]
+        if node.batch_size is not None:
+            return await self.call_batched(name, arguments)
         start = time.perf_counter()
-        output = await asyncio.to_thread(self.node.fn, *arguments)
-        record_latency(self.node.name, time.perf_counter() - start)
+        output = await asyncio.to_thread(node.fn, *arguments)
+        record_latency(name, time.perf_counter() - start)
         return output
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def call_batched(self, requests: list) -> list:
-        start = time.perf_counter()
-        columns = [list(column) for column in zip(*requests)]
-        produced = await asyncio.to_thread(self.node.fn, *columns)
-        record_batch(self.node.name, len(requests))
-        record_latency(self.node.name, time.perf_counter() - start)
-        return list(zip(*produced)) if len(self.node.outputs) > 1 else list(produced)
+    async def call_batched(self, names: list, requests: list) -> list:
+        # a batch may hold requests for several nodes of the group: each node runs on its own
+        results: list = [None] * len(requests)
+        for name in dict.fromkeys(names):
+            node, rows = self.nodes[name], [i for i, n in enumerate(names) if n == name]
+            for begin in range(0, len(rows), node.batch_size):
+                chunk = rows[begin : begin + node.batch_size]
+                start = time.perf_counter()
+                columns = [list(column) for column in zip(*(requests[i] for i in chunk))]
+                produced = await asyncio.to_thread(node.fn, *columns)
+                record_batch(name, len(chunk))
+                record_latency(name, time.perf_counter() - start)
+                for i, value in zip(chunk, zip(*produced) if len(node.outputs) > 1 else produced):
+                    results[i] = value
+        return results
 
 
 class RemoteNode(Node):
@@ -77,7 +89,7 @@ class RemoteNode(Node):
 
     def run(self, states: list[State], timings: list[dict[str, float]]) -> None:
         start = time.perf_counter()
-        responses = [self.handle.call.remote(self._arguments(s)) for s in states]
+        responses = [self.handle.call.remote(self.name, self._arguments(s)) for s in states]
         for state, response in zip(states, responses):
             self._store(state, response.result())
         share = (time.perf_counter() - start) / max(len(states), 1)
@@ -105,21 +117,34 @@ def nodes_of(step: Step) -> list[Node]:
     return [node for child in _children(step) for node in nodes_of(child)]
 
 
-def deploy_graph(graph: Graph, options: dict[str, dict] | None = None, driver_options: dict | None = None):
-    """The Serve application for `graph`: a `NodeServer` per node (options by node name, over
-    `NODE_DEFAULTS`) and a `GraphDriver` that runs the graph's shape over them."""
-    options = options or {}
+def deploy_graph(graph: Graph, options: dict[str, dict] | None = None, driver_options: dict | None = None,
+                 groups: dict[str, list[str]] | None = None):
+    """The Serve application for `graph`: a `NodeServer` per node, or per declared group of nodes
+    (`groups`: group name -> node names), with options by node or group name over `NODE_DEFAULTS`,
+    and a `GraphDriver` that runs the graph's shape over them."""
+    options, groups = options or {}, groups or {}
     nodes = nodes_of(graph.root)
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ValueError(f"node names must be unique to become deployments; {names} repeats some")
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"options name {unknown}, which are not nodes of this graph ({names})")
-    handles = {}
+    members = {node: group for group, listed in groups.items() for node in listed}
+    grouped = [node for listed in groups.values() for node in listed]
+    problems = sorted(set(grouped) - set(names)) or sorted({n for n in grouped if grouped.count(n) > 1})
+    if problems or set(groups) & set(names) or any(not listed for listed in groups.values()):
+        raise ValueError(f"groups must name each node of this graph ({names}) at most once, each group at least one, "
+                         f"and no group may share a node's name; check {problems or sorted(groups)}")
+    deployments: dict[str, list[Node]] = {}
     for node in nodes:
-        settings = {**NODE_DEFAULTS, **options.get(node.name, {})}
-        handles[_deployment_name(node.name)] = NodeServer.options(name=_deployment_name(node.name), **settings).bind(node)
+        deployments.setdefault(members.get(node.name, node.name), []).append(node)
+    unknown = sorted(set(options) - set(deployments))
+    if unknown:
+        raise ValueError(f"options name {unknown}, which are neither nodes nor groups here ({sorted(deployments)})")
+    handles = {}
+    for name, grouped_nodes in deployments.items():
+        settings = {**NODE_DEFAULTS, **options.get(name, {})}
+        server = NodeServer.options(name=_deployment_name(name), **settings).bind(grouped_nodes)
+        for node in grouped_nodes:
+            handles[_deployment_name(node.name)] = server
     return GraphDriver.options(**(driver_options or {})).bind(graph.root, **handles)
 
 
