@@ -233,14 +233,14 @@ def _runs_without_torch(args: argparse.Namespace) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     os.environ["QFORMER_SERVE_MAX_BATCH"] = str(args.max_batch)  # read where the models' workers start
     if args.engine == "bentoml":
-        if args.replicas != 1 or args.ensemble:
-            print("qformer: --replicas and --ensemble are for --engine ray; BentoML's workers are set in its "
+        if args.replicas != 1:
+            print("qformer: --replicas is for --engine ray; BentoML's workers are set in its "
                   "config (bentofile.yaml, BENTOML_CONFIG)", file=sys.stderr)
             return EXIT_USAGE
         require("bentoml", "qformer serve --engine bentoml")
         from .serving.run import serve_with_bentoml
 
-        serve_with_bentoml(args.host, args.port, args.model)  # does not return: BentoML's server takes over
+        serve_with_bentoml(args.host, args.port, args.model, args.ensemble)  # BentoML's server takes over
     require("ray", "qformer serve")
     from .serving.run import serve_locally
 

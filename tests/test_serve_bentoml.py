@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server(["--engine", "bentoml"], "/readyz") as running:
+    with running_server(["--engine", "bentoml", "--ensemble"], "/readyz") as running:
         yield running
 
 
@@ -36,6 +36,23 @@ def test_the_endpoints_answer_as_on_ray_serve(server):
     assert scores["texts"] == ["a cat", "a cup"] and len(scores["scores"]) == 2
     report = post(url, "/wildlife", cat, "chelsea.jpg").json()
     assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
+
+
+def test_the_ensemble_graph_is_a_service_of_its_own_with_the_in_process_answer(server):
+    from qformer.serving.caption_ensemble import GENERATORS, caption_ensemble
+
+    url, process = server
+    image = SAMPLES / "scene.png"
+    served = post(url, "/ensemble", image.read_bytes(), "scene.png")
+    assert served.status_code == 200, served.text
+    expected = caption_ensemble("default")(image=str(image))["ranked"]
+    served_candidates = {c["generator"]: c for c in served.json()["candidates"]}
+    expected_candidates = {c["generator"]: c for c in expected["candidates"]}
+    assert served_candidates.keys() == expected_candidates.keys() == GENERATORS.keys()
+    # greedy and beam search are exact; a sample may differ with the worker's thread count
+    assert served_candidates["greedy"] == expected_candidates["greedy"]
+    assert served_candidates["beam"] == expected_candidates["beam"]
+    assert post(url, "/ensemble", b"not a photo", "notes.txt").status_code == 400
 
 
 def test_bad_input_gets_a_4xx_with_a_sentence_and_concurrent_requests_succeed(server):

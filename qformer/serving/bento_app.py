@@ -6,9 +6,11 @@ Ray Serve app. `bentofile.yaml` at the repository root packages it (`bentoml bui
 
     qformer serve --engine bentoml            # or: bentoml serve qformer.serving.bento_app:Api
     POST /caption, /ask, /scores, /wildlife   (multipart: image, question, texts)
+    POST /ensemble                            (with --ensemble: the caption ensemble graph, ranked)
     GET  /healthz, /readyz, /metrics (Prometheus, with adaptive batch sizes), /docs
 
-`QFORMER_SERVE_MODEL` names the captioner (default: the routed default).
+`QFORMER_SERVE_MODEL` names the captioner (default: the routed default); `QFORMER_SERVE_ENSEMBLE=1`
+adds the caption ensemble (`caption_ensemble.py`) as a service of its own.
 """
 
 # no `from __future__ import annotations`: BentoML reads the APIs' annotations as types
@@ -28,6 +30,7 @@ MAX_LATENCY_MS = 60_000
 # BentoML takes batches of at least 2; batching off is a plain API, called with a list of one
 BATCHING = {"batchable": MAX_BATCH > 1, "max_batch_size": max(MAX_BATCH, 2), "max_latency_ms": MAX_LATENCY_MS}
 MODEL = os.environ.get("QFORMER_SERVE_MODEL", "default")
+ENSEMBLE = os.environ.get("QFORMER_SERVE_ENSEMBLE") == "1"  # `qformer serve --engine bentoml --ensemble`
 
 
 def _refusal(error: UploadError) -> BentoMLException:
@@ -89,10 +92,34 @@ class WildlifeService:
                 for r in results]
 
 
+@bentoml.service(resources={"cpu": "1"}, traffic={"timeout": 300})
+class EnsembleService:
+    """The caption ensemble graph (three decodings of one bridge, each scored, ranked), in this
+    service's process: its six nodes share the bridge, as a group of nodes does on Ray Serve."""
+
+    def __init__(self):
+        from ..grounded.loading import CAPTIONER_PRESETS
+        from .caption_ensemble import caption_ensemble
+
+        self.graph = caption_ensemble("default" if MODEL in CAPTIONER_PRESETS else MODEL)  # the presets' bridge
+
+    @bentoml.api(**BATCHING)
+    def rank(self, images: list[Image]) -> list[dict]:
+        results = self.graph.map([{"image": image} for image in images])
+        return [{**r.values["ranked"], "seconds": r.timings} for r in results]
+
+
 @bentoml.service(traffic={"timeout": 300})
 class Api:
     caption_service = bentoml.depends(CaptionService)
     wildlife_service = bentoml.depends(WildlifeService)  # not `wildlife`: that name is the endpoint
+    if ENSEMBLE:
+        ensemble_service = bentoml.depends(EnsembleService)
+
+        @bentoml.api
+        async def ensemble(self, image: Path) -> dict:
+            (ranked,) = await self.ensemble_service.to_async.rank([_image(image)])
+            return ranked
 
     @bentoml.api
     async def caption(self, image: Path) -> dict:

@@ -40,9 +40,11 @@ def serve_locally(host: str = "127.0.0.1", port: int = 8000, model: str = "defau
 GRACEFUL_SHUTDOWN_S = 10
 
 
-def serve_with_bentoml(host: str = "127.0.0.1", port: int = 8000, model: str = "default") -> None:
+def serve_with_bentoml(host: str = "127.0.0.1", port: int = 8000, model: str = "default", ensemble: bool = False
+                       ) -> None:
     """BentoML's own server takes over this process: its signal handling stops every service's worker."""
     # without a graceful-shutdown limit, BentoML's entry worker waited forever on SIGTERM after a load test
     command = [sys.executable, "-m", "bentoml", "serve", "qformer.serving.bento_app:Api", "--host", host,
                "--port", str(port), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
-    os.execve(sys.executable, command, {**os.environ, "QFORMER_SERVE_MODEL": model})
+    settings = {"QFORMER_SERVE_MODEL": model, "QFORMER_SERVE_ENSEMBLE": "1" if ensemble else "0"}
+    os.execve(sys.executable, command, {**os.environ, **settings})
