@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import torch
 from transformers import GenerationConfig, StaticCache
 
+from .onnx_engine import generated_length
+
 # what the decoder takes; a request may also carry settings that change nothing in greedy decoding
 DECODER_ARGS = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id")
 PLAIN_GREEDY_KEYS = {*DECODER_ARGS, "do_sample", "num_beams", "cache_implementation", "temperature", "top_p", "top_k"}
@@ -134,12 +136,4 @@ class StaticGreedyDecoder:
             token = self._step(cache, tokens[:, step : step + 1], next_position + step, full_mask,
                                cache_positions[step : step + 1], eos, suppress_eos[step + 1])
             token = token.clone()  # CUDA graphs overwrite their outputs on the next replay
-        return tokens[:, : generated_length(tokens, eos_ids)]
-
-
-def generated_length(tokens: torch.Tensor, eos_ids: list[int]) -> int:
-    """Columns `generate` returns: up to the step where the last row ended, or all of them."""
-    ended = torch.isin(tokens, torch.tensor(eos_ids, device=tokens.device))
-    if not eos_ids or not ended.any(dim=1).all():
-        return tokens.shape[1]
-    return int(ended.float().argmax(dim=1).max()) + 1
+        return tokens[:, : generated_length(tokens.cpu().numpy(), eos_ids)]
