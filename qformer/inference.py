@@ -62,7 +62,7 @@ class InferenceMixin:
         """One answer per (image, question); a single question is asked of every image."""
         self._require_lm("generate text")
         images = as_list(images, "images")
-        questions = questions_for(images, questions)
+        questions = questions_for(len(images), questions)
         return self._answer(images, self.processor.question_prompts(questions), return_exceptions, generation)
 
     def _answer(self, images: list, prompts: list[str], return_exceptions: bool, generation: dict) -> list:

@@ -104,7 +104,7 @@ class LiteCaptioner:
     def ask(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str],
             return_exceptions: bool = False, **generation: Any) -> list[str | ImageLoadError]:
         images = as_list(images, "images")
-        prompts = question_prompts(self.lm_config.question_template, questions_for(images, questions))
+        prompts = question_prompts(self.lm_config.question_template, questions_for(len(images), questions))
         return self._answer(images, prompts, return_exceptions, generation)
 
     # --- the steps ---------------------------------------------------------------------------------

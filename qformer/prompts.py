@@ -22,17 +22,21 @@ def as_list(items: Any, what: str) -> list:
 
 def question_prompts(template: str, questions: Sequence[str]) -> list[str]:
     """Each question in the LM's template; an empty question is an error that names it."""
+    return [template.format(question=q.strip()) for q in check_questions(questions)]
+
+
+def check_questions(questions: Sequence[str]) -> Sequence[str]:
     for i, q in enumerate(questions):
         if not isinstance(q, str) or not q.strip():
             raise ValueError(f"question {i} is empty; ask something about the image")
-    return [template.format(question=q.strip()) for q in questions]
+    return questions
 
 
-def questions_for(images: list, questions: str | Sequence[str]) -> list[str]:
-    """One question per image: a single question is asked of every image."""
-    questions = [questions] * len(images) if isinstance(questions, str) else list(questions)
-    if len(questions) != len(images):
-        raise ValueError(f"ask() got {len(images)} images but {len(questions)} questions")
+def questions_for(count: int, questions: str | Sequence[str]) -> list[str]:
+    """One question per image of `count`: a single question is asked of every image."""
+    questions = [questions] * count if isinstance(questions, str) else list(questions)
+    if len(questions) != count:
+        raise ValueError(f"ask() got {count} images but {len(questions)} questions")
     return questions
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from ..compose import Chain, Graph, Node, Switch
 from ..images import ImageInput, ImageLoadError, load_image
+from ..prompts import check_questions, questions_for
 from .facts import FactFinder, Facts
 from .language import answer, caption
 
@@ -36,12 +37,8 @@ class Answer:
 def _questions(questions: str | Sequence[str] | None, count: int) -> list[str | None]:
     if questions is None:
         return [None] * count
-    questions = [questions] * count if isinstance(questions, str) else list(questions)
-    if len(questions) != count:
-        raise ValueError(f"ask() got {count} images but {len(questions)} questions")
+    questions = check_questions(questions_for(count, questions))
     for k, q in enumerate(questions):
-        if not isinstance(q, str) or not q.strip():
-            raise ValueError(f"question {k} is empty; ask something about the image")
         if len(q) > MAX_QUESTION_CHARS:
             raise ValueError(f"question {k} is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
     return questions
