@@ -122,7 +122,6 @@ def _runs_without_torch(args: argparse.Namespace) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    os.environ["QFORMER_SERVE_MAX_BATCH"] = str(args.max_batch)  # read where the models' workers start
     if args.engine == "bentoml":
         if args.replicas != 1:
             print("qformer: --replicas is for --engine ray; BentoML's workers are set in its "
@@ -131,11 +130,11 @@ def _serve(args: argparse.Namespace) -> int:
         require("bentoml", "qformer serve --engine bentoml")
         from .serving.run import serve_with_bentoml
 
-        serve_with_bentoml(args.host, args.port, args.model, args.ensemble)  # BentoML's server takes over
+        serve_with_bentoml(args.host, args.port, args.model, args.max_batch, args.ensemble)  # it takes over
     require("ray", "qformer serve")
     from .serving.run import serve_locally
 
-    serve_locally(args.host, args.port, args.model, args.replicas, ensemble=args.ensemble)
+    serve_locally(args.host, args.port, args.model, args.replicas, args.max_batch, ensemble=args.ensemble)
     return 0
 
 

@@ -19,6 +19,8 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; we refuse at the limit itself.
 MAX_IMAGE_PIXELS = 89_478_485
+# An upload's bytes, for every server and the demo: a 4000x3000 JPEG is 3 to 8 MB.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # What a network is fed is bounded as well as what is decoded: a 692-byte 20000x10 PNG is a small image,
 # but scaled to a 224-pixel short side it is 448000 pixels long. Networks see at most this aspect ratio.
 MAX_ASPECT = 4.0
@@ -49,14 +51,18 @@ def describe(image: ImageInput) -> str:
     return f"<{type(image).__name__}>"
 
 
-def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode, EXIF-rotate and convert one input to RGB. Raises `ImageLoadError` naming the input."""
+def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int | None = None) -> Image.Image:
+    """Decode, EXIF-rotate and convert one input to RGB. Raises `ImageLoadError` naming the input.
+
+    `max_side` bounds the result's longer side: a JPEG then decodes at 1/2, 1/4 or 1/8 scale in the
+    first place (PIL's draft mode), so a 24-megapixel photo costs what a 1.5-megapixel one does, and
+    anything still larger is shrunk before it is converted to RGB."""
     name = describe(image)
     if isinstance(image, np.ndarray):
-        return _to_rgb(_from_array(image, name), name)
+        return _shrunk(_to_rgb(_from_array(image, name), name), max_side)
     if isinstance(image, Image.Image):
         _check_size(image, name, max_pixels)
-        return _to_rgb(ImageOps.exif_transpose(image), name)
+        return _to_rgb(_shrunk(ImageOps.exif_transpose(image), max_side), name)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -72,8 +78,14 @@ def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _pillow_open(source) as opened:
                 _check_size(opened, name, max_pixels)
+                if max_side and max(opened.size) > max_side:
+                    opened.draft(None, _scaled(opened.size, max_side))  # JPEG only; a no-op for other formats
                 opened.load()  # decode now, so a truncated file fails here and not later
-                upright = ImageOps.exif_transpose(opened)
+                # shrunk before it is turned upright, so no full-size copy is made; the EXIF goes along
+                upright = _shrunk(opened, max_side)
+                ImageOps.exif_transpose(upright, in_place=True)
+    except ImageLoadError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(name, f"too large to decode safely ({e})") from e
     except UnidentifiedImageError as e:
@@ -81,6 +93,46 @@ def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(name, f"corrupt or truncated image ({e})") from e
     return _to_rgb(upright, name)
+
+
+def image_size(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding it; `ImageLoadError` when the
+    bytes are not an image Pillow reads or hold more than `max_pixels`."""
+    name = describe(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _pillow_open(io.BytesIO(data)) as opened:
+                _check_size(opened, name, max_pixels)
+                return opened.size
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(name, "not an image file Pillow can read") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(name, f"corrupt or truncated image ({e})") from e
+
+
+def _scaled(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
+    """`image` with its longer side at most `max_side`: a whole-number reduction first (cheap, and in the
+    image's own mode, so a bilevel scan is not made RGB at full size), then resampling."""
+    if not max_side or max(image.size) <= max_side:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    factor = max(image.size) // max_side
+    if factor >= 2 and not image.mode.startswith("I;16"):  # Pillow reduces every other mode
+        image = image.reduce(factor)
+    if max(image.size) > max_side:
+        image = image.resize(_scaled(image.size, max_side), Image.Resampling.BICUBIC)
+    return image
 
 
 def load_images(images: Sequence[ImageInput], return_exceptions: bool = False

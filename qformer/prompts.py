@@ -10,6 +10,9 @@ from typing import Any, Sequence
 # token, a copy of it per beam), and a caption or an answer needs far less.
 MAX_NEW_TOKENS = 1024
 MAX_BEAMS = 16
+DEFAULT_MAX_NEW_TOKENS = 30  # a caption or a short answer
+# A question is a sentence; the language model's own limit (lm.max_prompt_tokens) is checked in tokens.
+MAX_QUESTION_CHARS = 1000
 
 
 def as_list(items: Any, what: str) -> list:
@@ -25,10 +28,19 @@ def question_prompts(template: str, questions: Sequence[str]) -> list[str]:
     return [template.format(question=q.strip()) for q in check_questions(questions)]
 
 
+def check_question(question: str, index: int | None = None) -> str:
+    """A question that is text, not blank, and at most `MAX_QUESTION_CHARS` long; else a sentence."""
+    which = "the question" if index is None else f"question {index}"
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{which} is empty; ask something about the image")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"{which} is {len(question)} characters long; ask in at most {MAX_QUESTION_CHARS}")
+    return question
+
+
 def check_questions(questions: Sequence[str]) -> Sequence[str]:
     for i, q in enumerate(questions):
-        if not isinstance(q, str) or not q.strip():
-            raise ValueError(f"question {i} is empty; ask something about the image")
+        check_question(q, i)
     return questions
 
 

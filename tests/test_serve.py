@@ -6,12 +6,9 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,101 +16,14 @@ import pytest
 import requests
 from PIL import Image
 
+from .conftest import SAMPLES, assert_stops_cleanly, descendants, post, running_server
+
 pytest.importorskip("ray")
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> command line of every process below `root` (Ray's workers start sessions of their own)."""
-    rows = [line.split(None, 2) for line in
-            subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
-    children: dict[int, list[tuple[int, str]]] = {}
-    for pid, ppid, *args in rows:
-        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
-    found, stack = {}, [root]
-    while stack:
-        for pid, args in children.get(stack.pop(), []):
-            found[pid] = args
-            stack.append(pid)
-    return found
-
-
-def alive(pids) -> list[int]:
-    """The pids still running (a zombie waiting for its parent is not running)."""
-    running = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            running.append(pid)
-    return running
-
-
-@contextmanager
-def running_server(arguments: list[str], ready: str, timeout_s: int = 300):
-    """`qformer serve --port P ARGUMENTS` on 127.0.0.1, yielding `(url, process)` once `GET ready`
-    answers; whatever happens, nothing of it outlives the block. Its output goes to a file, which a
-    failure to start shows."""
-    port = free_port()
-    url, spawned = f"http://127.0.0.1:{port}", {}
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "qformer", "serve", "--port", str(port), *arguments],
-                                   stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            deadline = time.time() + timeout_s
-            while time.time() < deadline and process.poll() is None:
-                try:
-                    if requests.get(f"{url}{ready}", timeout=2).ok:
-                        break
-                except requests.RequestException:  # not listening yet, or still starting
-                    pass
-                time.sleep(1)
-            else:
-                log.seek(0)
-                pytest.fail(f"qformer serve {' '.join(arguments)} did not start within {timeout_s} s; its output "
-                            f"ends: {log.read()[-3000:]}")
-            spawned = descendants(process.pid)
-            yield url, process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            for pid in alive({**spawned, **descendants(process.pid)}):
-                os.kill(pid, signal.SIGKILL)
-
-
-def assert_stops_cleanly(process: subprocess.Popen, worker: str) -> None:
-    """SIGTERM stops the server and every process it started (one of them named `worker`)."""
-    spawned = descendants(process.pid)
-    assert any(worker in args for args in spawned.values()), spawned
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    deadline = time.time() + 60
-    while alive(spawned) and time.time() < deadline:
-        time.sleep(1)
-    assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with running_server([], "/healthz") as running:
-        yield running
-
-
-def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:
-    return requests.post(f"{url}{path}", files={"image": (name, data)}, data=form, timeout=120)
+@pytest.fixture
+def server(ray_server):
+    return ray_server
 
 
 def test_caption_ask_and_wildlife(server):
@@ -127,10 +37,11 @@ def test_caption_ask_and_wildlife(server):
     assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
     scores = requests.post(f"{url}/scores", files={"image": ("cat.jpg", cat)}, data={"texts": ["a cat", "a cup"]},
                            timeout=60).json()
-    assert scores["texts"] == ["a cat", "a cup"] and len(scores["scores"]) == 2
+    assert scores["texts"] == ["a cat", "a cup"] and scores["scores"][0] > scores["scores"][1]
     assert requests.post(f"{url}/scores", files={"image": ("cat.jpg", cat)}, timeout=60).status_code == 422
     paths = requests.get(f"{url}/openapi.json", timeout=10).json()["paths"].keys()
-    assert paths >= {"/caption", "/ask", "/scores", "/wildlife", "/metrics"}
+    assert paths >= {"/caption", "/ask", "/scores", "/wildlife", "/ensemble", "/metrics"}
+    assert post(url, "/ensemble", cat).status_code == 404  # served with --ensemble only
 
 
 def test_prometheus_metrics_give_each_nodes_latency_and_batch_sizes(server):
@@ -191,8 +102,9 @@ def test_a_killed_replica_is_restarted_and_later_requests_succeed(server):
     assert [post(url, "/caption", cat).status_code for _ in range(5)] == [200] * 5
 
 
-def test_shutdown_leaves_no_process_behind(server):
-    assert_stops_cleanly(server[1], "ServeReplica:qformer")
+def test_shutdown_leaves_no_process_behind():
+    with running_server(["--model", "grounded"], "/healthz") as (_, process):
+        assert_stops_cleanly(process, "ServeReplica:qformer")
 
 
 def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):
@@ -215,15 +127,15 @@ def test_ray_data_batch_run_gives_the_in_process_results(tmp_path, cat):
                           capture_output=True, text=True, timeout=120).returncode == 2  # needs --out
 
 
-def test_the_cluster_config_names_the_app_and_its_deployments():
-    import importlib
-
+def test_the_cluster_config_names_the_app_builder_and_its_deployments():
     import yaml
 
+    from qformer.serving.ray_app import DEFAULTS, build_app
+
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "serve_config.yaml").read_text())
-    app, ensemble = config["applications"]
-    for application in (app, ensemble):
-        module, name = application["import_path"].split(":")
-        assert getattr(importlib.import_module(module), name) is not None
+    (app,) = config["applications"]
+    assert app["import_path"] == "qformer.serving.ray_app:build_app" and set(app["args"]) <= set(DEFAULTS)
     assert {d["name"] for d in app["deployments"]} == {"CaptionModel", "WildlifeModel", "Api"}
-    assert ensemble["route_prefix"] == "/ensemble"
+    assert config["http_options"]["request_timeout_s"] > 0
+    with pytest.raises(ValueError, match="unknown application argument"):
+        build_app({"modle": "default"})

@@ -11,7 +11,7 @@ from qformer.compose import Chain, Graph, Node, Parallel  # noqa: E402
 from qformer.serving.caption_ensemble import GENERATORS, caption_ensemble  # noqa: E402
 from qformer.serving.ray_graph import deploy_graph, nodes_of  # noqa: E402
 
-from .test_serve import SAMPLES, descendants, running_server  # noqa: E402
+from .conftest import SAMPLES, descendants, running_server  # noqa: E402
 
 
 def test_the_ensemble_graph_runs_in_process():
@@ -50,14 +50,14 @@ def saved_bridge(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ensemble_server(saved_bridge):
-    with running_server(["--model", saved_bridge, "--ensemble"], "/ensemble/docs") as running:
+    with running_server(["--model", saved_bridge, "--ensemble"], "/healthz") as running:
         yield running
 
 
 def test_the_served_ensemble_gives_the_in_process_answer_from_a_deployment_per_node(ensemble_server, saved_bridge):
     url, process = ensemble_server
     image = SAMPLES / "scene.png"
-    served = requests.post(f"{url}/ensemble/", files={"image": ("scene.png", image.read_bytes())}, timeout=300)
+    served = requests.post(f"{url}/ensemble", files={"image": ("scene.png", image.read_bytes())}, timeout=300)
     assert served.status_code == 200, served.text
     body = served.json()
     expected = caption_ensemble(saved_bridge)(image=str(image))["ranked"]
@@ -72,8 +72,8 @@ def test_the_served_ensemble_gives_the_in_process_answer_from_a_deployment_per_n
     assert served_candidates["beam"] == expected_candidates["beam"]
     assert [c["score"] for c in body["candidates"]] == sorted((c["score"] for c in body["candidates"]), reverse=True)
     replicas = " ".join(descendants(process.pid).values())
-    assert all(f"ServeReplica:ensemble:node_{kind}_{g}" in replicas for g in GENERATORS for kind in ("generate", "score"))
-    bad = requests.post(f"{url}/ensemble/", files={"image": ("notes.txt", b"not a photo")}, timeout=60)
+    assert all(f"ServeReplica:qformer:node_{kind}_{g}" in replicas for g in GENERATORS for kind in ("generate", "score"))
+    bad = requests.post(f"{url}/ensemble", files={"image": ("notes.txt", b"not a photo")}, timeout=60)
     assert bad.status_code == 400 and "could not read" in bad.json()["detail"]
 
 

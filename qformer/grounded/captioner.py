@@ -14,11 +14,9 @@ from typing import Any, Sequence
 
 from ..compose import Chain, Graph, Node, Switch
 from ..images import ImageInput, ImageLoadError, load_image
-from ..prompts import check_questions, questions_for
+from ..prompts import check_question, check_questions, questions_for
 from .facts import FactFinder, Facts
 from .language import answer, caption
-
-MAX_QUESTION_CHARS = 1000
 
 
 @dataclass
@@ -37,11 +35,7 @@ class Answer:
 def _questions(questions: str | Sequence[str] | None, count: int) -> list[str | None]:
     if questions is None:
         return [None] * count
-    questions = check_questions(questions_for(count, questions))
-    for k, q in enumerate(questions):
-        if len(q) > MAX_QUESTION_CHARS:
-            raise ValueError(f"question {k} is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}")
-    return questions
+    return list(check_questions(questions_for(count, questions)))
 
 
 class Captioner:
@@ -55,6 +49,10 @@ class Captioner:
     def ask(self, images: Sequence[ImageInput], questions: str | Sequence[str], return_exceptions: bool = False,
             **generation: Any) -> list[Answer | ImageLoadError]:
         return self._run(images, questions, None, return_exceptions, generation)
+
+    def check_question(self, question: str) -> str:
+        """`question` if this captioner can answer it; else a `ValueError` that says why (before any work)."""
+        return check_question(question)
 
     def _run(self, images, questions, prompt, return_exceptions, generation) -> list:
         images = [images] if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) else list(images)
@@ -84,6 +82,15 @@ class BridgeCaptioner(Captioner):
     def __init__(self, model):
         self.model = model
 
+    def check_question(self, question: str) -> str:
+        """As the base, and within the language model's prompt length, counted in its tokens."""
+        processor = self.model.processor
+        try:
+            processor.prompt_ids(processor.question_prompts([super().check_question(question)]))
+        except ValueError as e:
+            raise ValueError(f"the question is too long for this model: {e}; ask a shorter one") from None
+        return question
+
     def _answer(self, images, questions, prompt, generation) -> list[Answer]:
         if questions[0] is None:
             texts = self.model.caption(images, prompt=prompt, **generation)
@@ -112,6 +119,9 @@ class RoutedCaptioner(Captioner):
     def __init__(self, bridge: BridgeCaptioner, grounded: GroundedCaptioner, router, batch_size: int = 8):
         self.bridge, self.grounded, self.router = bridge, grounded, router
         self.batch_size = batch_size
+
+    def check_question(self, question: str) -> str:
+        return self.bridge.check_question(question)  # a drawing's question goes to the bridge
 
     def graph(self, prompt: str | None, generation: dict) -> Graph:
         def bridge(images: list, questions: list) -> list[Answer]:

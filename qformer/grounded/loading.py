@@ -48,6 +48,11 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
     return RoutedCaptioner(bridge, *parts) if parts else bridge
 
 
+def bridge_of(name: str) -> str:
+    """The bridge a captioner name stands on: the default's paths stand on the shipped bridge."""
+    return "default" if name in CAPTIONER_PRESETS else name
+
+
 def image_text_scorer(captioner: Captioner):
     """The bridge model behind a captioner, whose `scores` rate image-text pairs; None for the grounded
     captioner alone, which has no such scores."""

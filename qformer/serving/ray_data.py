@@ -47,7 +47,9 @@ class RayWildlife:
         import ray
 
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+            from .run import start_ray
+
+            start_ray()
         self.actors, self.batch_size, self.gpus, self.options = actors, batch_size, gpus_per_actor, options
         self._description = None
 

@@ -27,6 +27,7 @@ from ray.serve.handle import DeploymentHandle
 
 from ..compose.graph import Graph, Node, State, Step
 from .metrics import record_batch, record_latency
+from .run import keep_replica_on_loopback
 
 NODE_DEFAULTS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32}
 BATCH_WAIT_S = 0.01
@@ -48,6 +49,7 @@ class NodeServer:
     that node's output."""
 
     def __init__(self, nodes: list[Node]):
+        keep_replica_on_loopback()
         use_the_machines_cores()
         self.nodes = {node.name: node for node in nodes}
         self.call_batched.set_max_batch_size(max(node.batch_size or 1 for node in nodes))
@@ -102,6 +104,7 @@ class GraphDriver:
     """The graph's shape, with every node a call to its deployment; `remote(inputs)` -> results."""
 
     def __init__(self, root: Step, **handles: DeploymentHandle):
+        keep_replica_on_loopback()
         self.graph = Graph(_remote(root, handles))
 
     async def __call__(self, inputs: list[State]) -> list[dict]:
