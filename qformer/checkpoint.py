@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -41,12 +41,44 @@ def save_bridge(model: nn.Module, directory: Path) -> None:
 
 def unwrap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip the prefixes torch.compile and DDP add, so their checkpoints load into a plain model."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
+    return {_unwrapped(key): value for key, value in state.items()}
+
+
+def _unwrapped(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+# tensors whose shapes give away the bridge's sizes: (key, config fields of each dimension)
+SIZE_WITNESSES = {
+    "qformer.query_tokens": (None, "num_queries", "hidden_size"),
+    "qformer.word_embeddings.weight": ("vocab_size", "hidden_size"),
+    "qformer.position_embeddings.weight": ("max_position_embeddings", "hidden_size"),
+    "qformer.layers.0.query_ffn.fc1.weight": ("intermediate_size", "hidden_size"),
+    "heads.text_proj.weight": ("embed_dim", "hidden_size"),
+}
+
+
+def check_sizes_against_weights(qformer_config, path: Path) -> None:
+    """Compare the sizes a saved config asks for with the tensors its weights file holds, reading the
+    file's header only: a config that claims a larger bridge than its weights is refused before the
+    model is built (a config may come from someone else)."""
+    try:
+        with safe_open(str(path), "pt") as weights:
+            shapes = {_unwrapped(key): tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); was it truncated or edited?") from e
+    layers = {int(key.split(".")[2]) for key in shapes if key.startswith("qformer.layers.")}
+    problems = [] if len(layers) == qformer_config.num_layers else [
+        f"num_layers={qformer_config.num_layers} but the weights hold {len(layers)} layers"]
+    for key, fields in SIZE_WITNESSES.items():
+        expected = tuple(1 if f is None else getattr(qformer_config, f) for f in fields)
+        if shapes.get(key) != expected:
+            problems.append(f"{key} is {shapes.get(key, 'missing')}, the config's sizes make {expected}")
+    if problems:
+        raise CheckpointError(f"{path.parent / CONFIG_NAME} does not describe the weights beside it "
+                              f"({'; '.join(problems[:4])}); it was changed or belongs to another model")
 
 
 def read_bridge(path: Path) -> dict[str, torch.Tensor]:

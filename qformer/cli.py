@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .cli_args import build_parser
 from .extras import MissingExtra, require
+from .files import UnreadableFileError
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
@@ -29,28 +30,27 @@ def printable(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # training has its own parser (recipe, key=value overrides)
-        try:
-            require("datasets", "qformer train")
-        except MissingExtra as e:
-            print(f"qformer: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        from .training.__main__ import main as train
-
-        return train(argv[1:])
-    args = build_parser().parse_args(argv)
+    command = argv[0] if argv else "qformer"
     try:
-        return _run(args)
+        if argv[:1] == ["train"]:  # training has its own parser (recipe, key=value overrides)
+            require("datasets", "qformer train")
+            from .training.__main__ import main as train
+
+            return train(argv[1:])
+        return _run(build_parser().parse_args(argv))
     except KeyboardInterrupt:
         print("qformer: interrupted", file=sys.stderr)
         return 130
     except MissingExtra as e:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:  # noqa: BLE001 - the last word to a user is a sentence, not a traceback
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - the last word to a user is a sentence, not a traceback
+        # BaseException too: a native library's panic (tokenizers' Rust code) is not an Exception
         if os.environ.get("QFORMER_DEBUG"):
             raise
-        print(f"qformer: {args.command} failed: {type(e).__name__}: {printable(str(e))}\n"
+        print(f"qformer: {command} failed: {type(e).__name__}: {printable(str(e))}\n"
               "Set QFORMER_DEBUG=1 to see where, and please report it if the input was valid.", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -101,8 +101,11 @@ def _run(args: argparse.Namespace) -> int:
         else:
             answers = model.ask([args.image], [args.question], return_exceptions=True, **generation)
             records = [{"image": args.image, "question": args.question, "answer": answers[0]}]
+    except UnreadableFileError as e:  # a model file a native library could not use
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ValueError as e:  # an empty or overlong question
-        print(f"qformer: {e}", file=sys.stderr)
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     return _report(records, args.json)
 
@@ -211,6 +214,9 @@ def _wildlife(args: argparse.Namespace) -> int:
         if args.out:  # before any work: a bad --out found after an hour of it would lose the hour
             check_output(args.out, args.resume, args.overwrite)
         files, skipped = find_images(args.images)
+    except ResultsFileError as e:  # earlier results that cannot be read: kept, and nothing is done
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (FileExistsError, FileNotFoundError, OSError, ValueError) as e:
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .typed import ConfigError, from_plain, describe_value, apply_overrides
+from .prompts import MAX_QUESTION_CHARS
+from .typed import ConfigError, apply_overrides, describe_value, from_plain
 
 VISION_BACKENDS = ("timm", "open_clip", "transformers", "fusion")
 LM_KINDS = ("causal", "seq2seq")
 DTYPES = ("float32", "bfloat16", "float16")
 LM_QUANTIZE = ("int8", "int4")  # block-wise weights on onnxruntime (qformer/onnx_lm.py)
+MAX_PROMPT_TOKENS = 4096  # the text around the visual prompt; a caption prompt or a question needs far less
+MAX_IMAGE_SIDE = 4096  # an encoder's input size, in pixels a side
 
 
 # Options of the loaders behind the backends (transformers, timm, open_clip) that choose files, formats
@@ -77,6 +80,8 @@ class VisionConfig:
     def __post_init__(self) -> None:
         _check_choice(self.backend, VISION_BACKENDS, "vision.backend")
         _check_choice(self.dtype, DTYPES, "vision.dtype")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"vision.image_size must be from 1 to {MAX_IMAGE_SIDE}, got {self.image_size}")
         check_loader_options(self.model_kwargs, "vision.model_kwargs")
         self.members = [from_plain(VisionConfig, m, f"vision.members[{i}]") for i, m in enumerate(self.members)]
         for key in ("mean", "std"):
@@ -95,6 +100,15 @@ class VisionConfig:
                 raise ConfigError(f"vision.members is only for backend='fusion', not {self.backend!r}")
             if not self.model_name and not self.pretrained:
                 raise ConfigError(f"vision: backend {self.backend!r} needs vision.model_name or vision.pretrained")
+
+
+# What a config may ask of the bridge: wide enough for any published Q-Former (BLIP-2's is 32 queries,
+# 768 wide, 12 layers), bounded so that a config from someone else cannot ask for all the memory.
+QFORMER_BOUNDS = {"num_queries": 4096, "hidden_size": 16384, "num_layers": 256, "num_heads": 1024,
+                  "intermediate_size": 65536, "cross_attention_freq": 256, "encoder_width": 65536,
+                  "vocab_size": 1 << 20, "max_text_length": 65536, "max_position_embeddings": 65536,
+                  "embed_dim": 16384}
+MAX_QFORMER_PARAMETERS = 2_000_000_000
 
 
 @dataclass
@@ -118,10 +132,10 @@ class QFormerConfig:
     bert_init: str | None = None  # a BERT checkpoint (transformers layout) to initialise the layers from
 
     def __post_init__(self) -> None:
-        for key in ("num_queries", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                    "cross_attention_freq", "vocab_size", "max_text_length", "embed_dim"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"qformer.{key} must be positive, got {getattr(self, key)}")
+        for key, high in QFORMER_BOUNDS.items():
+            value = getattr(self, key)
+            if value is not None and not 1 <= value <= high:
+                raise ConfigError(f"qformer.{key} must be from 1 to {high:,}, got {value}")
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"qformer.hidden_size={self.hidden_size} is not divisible by qformer.num_heads={self.num_heads}"
@@ -133,6 +147,18 @@ class QFormerConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"qformer.dropout must be in [0, 1), got {self.dropout}")
+        if self.parameter_count() > MAX_QFORMER_PARAMETERS:
+            raise ConfigError(f"qformer: these sizes make a bridge of about {self.parameter_count():,} parameters, over "
+                              f"the {MAX_QFORMER_PARAMETERS:,} a config may ask for; check its sizes")
+
+    def parameter_count(self) -> int:
+        """About how many parameters the bridge has (its layers, embeddings and queries), from the sizes alone."""
+        d, width = self.hidden_size, self.encoder_width or self.hidden_size
+        layer = 4 * d * d + 2 * 2 * d * self.intermediate_size  # self-attention, the query and text FFNs
+        cross = 2 * d * d + 2 * d * width
+        crossing = -(-self.num_layers // self.cross_attention_freq)
+        return (self.num_layers * layer + crossing * cross
+                + (self.vocab_size + self.max_position_embeddings + self.num_queries) * d)
 
 
 @dataclass
@@ -169,6 +195,11 @@ class LMConfig:
                 raise ConfigError("lm.random_config needs a 'model_type' (e.g. 'llama', 'opt', 't5')")
         if "{question}" not in self.question_template:
             raise ConfigError(f"lm.question_template must contain '{{question}}', got {self.question_template!r}")
+        if not 1 <= self.max_prompt_tokens <= MAX_PROMPT_TOKENS:
+            raise ConfigError(f"lm.max_prompt_tokens must be from 1 to {MAX_PROMPT_TOKENS}, got {self.max_prompt_tokens}")
+        for key in ("prompt", "question_template"):
+            if len(getattr(self, key)) > MAX_QUESTION_CHARS:
+                raise ConfigError(f"lm.{key} is {len(getattr(self, key))} characters long; at most {MAX_QUESTION_CHARS}")
 
 
 @dataclass
@@ -209,34 +240,34 @@ class Blip2Config:
         return Blip2Config.from_dict(apply_overrides(self.to_dict(), overrides))
 
 
-def _path_slots(data: dict) -> list[tuple[dict, str]]:
-    """(section, key) of every config value that may name a backbone's files."""
-    slots = [(data["vision"], "pretrained")] + [(m, "pretrained") for m in data["vision"]["members"]]
+def _path_slots(data: dict) -> list[tuple[dict, str, str]]:
+    """(section, key, dotted name) of every config value that may name files."""
+    vision = [data["vision"], *data["vision"]["members"]]
+    slots = [(v, key, f"vision.{key}") for v in vision for key in ("pretrained", "model_name")]
+    slots += [(data["qformer"], key, f"qformer.{key}") for key in ("tokenizer", "bert_init")]
     if data.get("lm"):
-        slots += [(data["lm"], "name_or_path"), (data["lm"], "tokenizer"), (data["lm"], "onnx")]
+        slots += [(data["lm"], key, f"lm.{key}") for key in ("name_or_path", "gguf_file", "tokenizer", "onnx")]
     return slots
 
 
 def has_relative_paths(config: Blip2Config) -> bool:
-    return any(str(section[key]).startswith("./") for section, key in _path_slots(config.to_dict()))
+    return any(str(section[key]).startswith("./") for section, key, _ in _path_slots(config.to_dict()))
 
 
 def resolve_relative_paths(config: Blip2Config, root: Path) -> Blip2Config:
-    """Backbone paths written `./name` mean "inside the checkpoint folder": make them absolute. A saved
-    config may come from someone else, so no path in it may climb out of its folder (`..`)."""
+    """The config of a saved folder with its paths as the loaders read them: `./name` inside the folder
+    (made absolute), hub ids and `pypi:` packages as they are. A saved config may come from someone
+    else, so anything that would lead outside the folder is refused by name (`paths.py`)."""
+    from .paths import file_name_only, named_in_folder
+
     data = config.to_dict()
-    inside = Path(root).resolve()
-    for section, key in _path_slots(data):
-        value = section[key]
-        if not isinstance(value, str) or value.startswith("pypi:"):
-            continue
-        if ".." in Path(value).parts:
-            raise ConfigError(f"{key}={value!r} in {Path(root) / 'config.json'} climbs out of the checkpoint folder; "
-                              "a saved config names files inside its folder as ./name, or a hub id")
-        if value.startswith("./"):
-            path = (inside / value[2:]).resolve()
-            if path != inside and inside not in path.parents:  # a symlink pointing elsewhere
-                raise ConfigError(f"{key}={value!r} in {Path(root) / 'config.json'} leads outside the checkpoint "
-                                  f"folder (to {path.name}); copy the files into the folder itself")
-            section[key] = str(path)
+    where = Path(root) / "config.json"
+    for section, key, name in _path_slots(data):
+        if key == "gguf_file":
+            file_name_only(section[key], where, name)
+        elif key == "onnx" and section[key] is not None and not str(section[key]).startswith("./"):
+            raise ConfigError(f"{name}={section[key]!r} in {where}: an exported language model is the folder's own "
+                              "(./language_model); export the model again")
+        else:
+            section[key] = named_in_folder(section[key], root, f"{where}: {name}", may_be_local=key != "model_name")
     return Blip2Config.from_dict(data)

@@ -68,9 +68,12 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
             f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
             "not a folder, and not a hub id of the form owner/name"
         )
-    model = Blip2.from_pretrained(name_or_path, **overrides)
-    from .exported import OnnxVisualPrompt, is_exported
+    from .exported import OnnxVisualPrompt, is_exported, verify_files
 
-    if Path(name_or_path).is_dir() and is_exported(name_or_path):
+    exported = Path(name_or_path).is_dir() and is_exported(name_or_path)
+    if exported:
+        verify_files(name_or_path)  # before its config is read
+    model = Blip2.from_pretrained(name_or_path, **overrides)
+    if exported:
         model.onnx_visual = OnnxVisualPrompt(name_or_path)  # the visual path runs on onnxruntime
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -34,5 +35,26 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
 
 def sha256_of(path: str | Path) -> str:
     """The SHA-256 of a file, read in chunks: checking a graph of hundreds of MB holds none of it in memory."""
+    digest = hashlib.sha256()
     with Path(path).open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class UnreadableFileError(ValueError):
+    """A file a native library could not use (a damaged or hostile tokenizer, graph...), named."""
+
+
+@contextmanager
+def native_errors(path: str | Path, what: str, remedy: str):
+    """Errors raised by a native library reading `path` (tokenizers' Rust panics, which Python sees as
+    a `BaseException`; onnxruntime's own error types) as one `UnreadableFileError` that names the
+    file. An interrupt or an exit passes through."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError, OSError):
+        raise
+    except BaseException as e:  # noqa: BLE001 -- whatever the library raised, the user gets one sentence
+        detail = " ".join(str(e).split())[:200]
+        raise UnreadableFileError(f"{path}: {what} failed ({type(e).__name__}: {detail}); {remedy}") from None

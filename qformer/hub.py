@@ -13,6 +13,8 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    CheckpointError,
+    check_sizes_against_weights,
     load_bridge_state,
     read_bridge,
     save_bridge,
@@ -79,16 +81,21 @@ class HubMixin(ModelHubMixin):
                          config: dict | None = None, map_location: str = "cpu", **overrides) -> Any:
         if config is None:  # the mixin found no config.json
             raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME}; is this a qformer checkpoint folder?")
-        blip2_config = Blip2Config.from_dict(config).with_overrides(**overrides)
+        saved = Blip2Config.from_dict(config)
         download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
                         local_files_only=local_files_only, token=token)
         if Path(model_id).is_dir():
             root = Path(model_id)
-        elif has_relative_paths(blip2_config):  # backbones stored in the repo itself: fetch the whole folder
+        elif has_relative_paths(saved):  # backbones stored in the repo itself: fetch the whole folder
             root = Path(snapshot_download(model_id, **download))
         else:
             root = Path(hf_hub_download(model_id, WEIGHTS_NAME, **download)).parent
         weights = root / WEIGHTS_NAME
-        model = cls(resolve_relative_paths(blip2_config, root))
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: no such weights file")
+        # the folder's own paths are checked; the caller's overrides are the caller's own
+        blip2_config = resolve_relative_paths(saved, root).with_overrides(**overrides)
+        check_sizes_against_weights(blip2_config.qformer, weights)
+        model = cls(blip2_config)
         load_bridge_state(model, read_bridge(weights), f"{model_id}/{WEIGHTS_NAME}")
         return model.to(map_location).eval()

@@ -19,9 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import Blip2Config, resolve_relative_paths
-from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest
+from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest, verify_files
 from .images import ImageInput, ImageLoadError, load_images
+from .files import native_errors
 from .onnx_engine import TOKENIZER_DIR, OnnxCausalLM
+from .paths import inside
 from .prompts import as_list, check_prompt_lengths, question_prompts, questions_for
 
 GENERATION = {"max_new_tokens", "min_new_tokens"}  # what plain greedy decoding takes
@@ -42,7 +44,7 @@ class LiteCaptioner:
         self.preprocess = exported_preprocess(folder)
         self.visual = OnnxVisualPrompt(folder, threads)
         self.engine = OnnxCausalLM(config.lm.onnx, threads)
-        self._load_tokenizer(self.engine.folder / TOKENIZER_DIR)
+        self._load_tokenizer(Path(self.engine.tokenizer_source))
 
     @staticmethod
     def unsupported(folder: str | Path) -> str | None:
@@ -51,6 +53,7 @@ class LiteCaptioner:
         if not is_exported(folder):
             return f"not an exported folder (no {MANIFEST}); make one with `qformer export --onnx`"
         try:
+            verify_files(folder)
             manifest, config = read_manifest(folder), _saved_config(folder)
         except (OSError, ValueError) as e:
             return str(e)
@@ -59,7 +62,10 @@ class LiteCaptioner:
             return f"its language model runs in torch ({why})"
         if (manifest.get("preprocess") or {}).get("resize_with") != "pil":
             return "its images are resized by torchvision, or it was exported by an older qformer; export it again"
-        tokenizer = Path(config.lm.onnx) / TOKENIZER_DIR  # inside the folder: the saved config's paths are checked
+        try:  # inside the folder, links followed: the saved config's paths are checked, the folder's links here
+            tokenizer = inside(config.lm.onnx, TOKENIZER_DIR, str(folder / MANIFEST))
+        except ValueError as e:
+            return str(e)
         if not (tokenizer / "tokenizer.json").is_file():
             return "its language model's tokenizer has no tokenizer.json (a built-in or slow tokenizer)"
         try:
@@ -74,7 +80,9 @@ class LiteCaptioner:
         from tokenizers import Tokenizer
 
         settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer_file = folder / "tokenizer.json"
+        with native_errors(self._tokenizer_file, "loading the tokenizer", "export the model again"):
+            self.tokenizer = Tokenizer.from_file(str(self._tokenizer_file))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.tokenizer.encode_special_tokens = True  # control tokens typed in a prompt stay text
@@ -120,12 +128,16 @@ class LiteCaptioner:
         embeds, mask = self._with_prefix(prefix, kept)
         tokens = self.engine.greedy(embeds, mask, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
                                     **settings)
-        answers = iter(text.strip() for text in self.tokenizer.decode_batch(tokens.tolist(), skip_special_tokens=True))
+        with native_errors(self._tokenizer_file, "decoding the answer", "export the model again"):
+            texts = self.tokenizer.decode_batch(tokens.tolist(), skip_special_tokens=True)
+        answers = iter(text.strip() for text in texts)
         return [next(answers) if e is None else e for e in errors]
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """As the processor's: the tokenizer's own special tokens added, never a trailing EOS."""
-        rows = [encoding.ids for encoding in self.tokenizer.encode_batch(list(prompts), add_special_tokens=True)]
+        with native_errors(self._tokenizer_file, "tokenizing the prompt", "export the model again"):
+            encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=True)
+        rows = [encoding.ids for encoding in encodings]
         rows = [r[:-1] if r and r[-1] == self.eos_token_id else r for r in rows]  # CausalLayout.prompt_rows
         return check_prompt_lengths(rows, prompts, self.lm_config.max_prompt_tokens)
 

@@ -19,7 +19,7 @@ from .frozen import Frozen
 from .lm_layouts import LAYOUTS
 from .lm_loading import load_language_model, load_onnx_language_model
 from .prompts import check_generation
-from .tokenizers import pad_rows
+from .tokenizers import pad_rows, tokenized
 
 IMAGE_TOKEN = "<image>"
 
@@ -138,7 +138,7 @@ class FrozenLM(Frozen):
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], **generation: Any) -> list[str]:
         """Plain text continuations, no visual prefix: the LM as the chat model it is (summaries)."""
-        rows = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        rows = tokenized(self.tokenizer, prompts, add_special_tokens=False)
         # padded here, on the left, rather than by switching the shared tokenizer's side: threads share it
         ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from .config import LMConfig
 from .encoders.base import DTYPES
 from .files import write_atomically
+from .frozen import check_parameter_count
 from .gguf_cache import cache_root, resolve_lm_source
 from .tokenizers import BUILTIN_BYTE_TOKENIZER, load_tokenizer
 from .weights import load_safetensors_model
@@ -28,6 +29,7 @@ def load_language_model(config: LMConfig) -> tuple[PreTrainedModel, object, str]
     kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     if source is None:
+        check_parameter_count(lambda: auto.from_config(model_config), "lm.random_config")
         with torch.random.fork_rng(devices=[]):  # the config's seed fixes the weights
             torch.manual_seed(config.seed)
             model = auto.from_config(model_config, dtype=dtype)

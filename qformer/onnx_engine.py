@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from .extras import require
-from .files import sha256_of
+from .files import native_errors, sha256_of
 from .onnx_runtime import open_session
+from .paths import OutsideFolderError, inside
 from .prompts import check_generation
 
 GRAPH = "model.onnx"
@@ -27,6 +28,8 @@ TOKENIZER_DIR = "tokenizer"
 FORMAT = 3
 MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header naming one tensor is a few hundred bytes
+# what a manifest may say of the model's shape, checked again against the graph itself
+SHAPE_BOUNDS = {"layers": 1024, "kv_heads": 1024, "head_dim": 4096, "hidden_size": 65536}
 
 
 def cache_names(layers: int, kind: str) -> list[str]:
@@ -76,32 +79,64 @@ class OnnxCausalLM:
         if self.manifest.get("format") != FORMAT:
             raise ValueError(f"{manifest_path}: engine format {self.manifest.get('format')!r}, this qformer reads "
                              f"{FORMAT}; export the model again")
+        shape = self._shape(manifest_path)
         graph = self._verified("graph")
-        self.embeddings = mapped_table(self._verified("embeddings"), int(self.manifest["hidden_size"]))
+        self.embeddings = mapped_table(self._verified("embeddings"), shape["hidden_size"])
         self.session = open_session(graph, threads)
-        self.layers, self.heads, self.head_dim = (int(self.manifest[k]) for k in ("layers", "kv_heads", "head_dim"))
+        self.layers, self.heads, self.head_dim = shape["layers"], shape["kv_heads"], shape["head_dim"]
         self._past = cache_names(self.layers, "past")
+        self._check_graph(manifest_path, shape)
+
+    def _shape(self, manifest_path: Path) -> dict[str, int]:
+        try:
+            shape = {key: self.manifest[key] for key in SHAPE_BOUNDS}
+        except KeyError as e:
+            raise ValueError(f"{manifest_path}: no {e} entry; export the model again") from None
+        for key, high in SHAPE_BOUNDS.items():
+            if not isinstance(shape[key], int) or isinstance(shape[key], bool) or not 1 <= shape[key] <= high:
+                raise ValueError(f"{manifest_path}: {key}={shape[key]!r} is no model's; export the model again")
+        return shape
+
+    def _check_graph(self, manifest_path: Path, shape: dict[str, int]) -> None:
+        """The manifest's numbers are the graph's own: its cache inputs and their fixed sizes."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        expected = {"inputs_embeds", "attention_bias", "position_ids", *self._past}
+        fixed = [inputs.get(name, [None] * 4)[1::2] for name in self._past]  # (heads, head_dim) of each cache
+        if set(inputs) != expected or inputs["inputs_embeds"][-1] != shape["hidden_size"] or any(
+                dims != [shape["kv_heads"], shape["head_dim"]] for dims in fixed):
+            raise ValueError(f"{manifest_path}: its layers, heads or sizes are not those of {GRAPH}; the manifest was "
+                             "changed. Export the model again")
 
     def _verified(self, part: str) -> Path:
         entry = self.manifest.get(part) or {}
         name = entry.get("file")
         if name not in (GRAPH, EMBEDDINGS):
             raise ValueError(f"{self.folder / MANIFEST}: {part} must be one of this folder's files, not {name!r}")
-        if sha256_of(self.folder / name) != entry.get("sha256"):
+        try:
+            path = inside(self.folder, name, str(self.folder / MANIFEST))
+        except OutsideFolderError as e:
+            raise ValueError(str(e)) from None
+        if sha256_of(path) != entry.get("sha256"):
             raise ValueError(f"{self.folder / name}: its SHA-256 does not match {MANIFEST}; the file is damaged or "
                              "was changed. It is left as it is: delete the folder to build it again, or export again")
-        return self.folder / name
+        return path
 
     @property
     def tokenizer_source(self) -> str:
         """The tokenizer's folder inside the engine, or the name of a built-in tokenizer."""
         name = self.manifest.get("tokenizer")
-        return str(self.folder / TOKENIZER_DIR) if name == TOKENIZER_DIR else str(name)
+        if name != TOKENIZER_DIR:
+            return str(name)
+        try:
+            return str(inside(self.folder, TOKENIZER_DIR, str(self.folder / MANIFEST)))
+        except OutsideFolderError as e:
+            raise ValueError(str(e)) from None
 
     def _run(self, embeds: np.ndarray, bias: np.ndarray, positions: np.ndarray, cache: list[np.ndarray]):
         feeds = {"inputs_embeds": embeds, "attention_bias": bias, "position_ids": positions,
                  **dict(zip(self._past, cache))}
-        logits, *present = self.session.run(None, feeds)
+        with native_errors(self.folder / GRAPH, "running the language model", "export the model again"):
+            logits, *present = self.session.run(None, feeds)
         return logits, present
 
     def embed(self, ids: np.ndarray) -> np.ndarray:

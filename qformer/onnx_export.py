@@ -23,7 +23,7 @@ from torch import nn
 
 from .extras import require
 from .files import sha256_of, write_text_atomically
-from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH
+from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
 
 OPSET = 18
 PARITY = 1e-4  # the export is checked against torch before it is kept
@@ -82,6 +82,7 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
                               "max_abs_error_vs_torch": error},
             "language_model": _export_language_model(model, staged),
         }
+        manifest["files"] = file_hashes(staged)  # after the LM's export, which changes config.json
         write_text_atomically(staged / MANIFEST, json.dumps(manifest, indent=1))
         if out.exists():
             shutil.rmtree(out)

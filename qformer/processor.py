@@ -17,7 +17,7 @@ from .config import LMConfig, QFormerConfig
 from .images import ImageInput, ImageLoadError, load_images
 from .lm_layouts import LAYOUTS
 from .prompts import check_prompt_lengths, question_prompts
-from .tokenizers import QFormerTokenizer
+from .tokenizers import QFormerTokenizer, tokenized
 
 
 
@@ -66,14 +66,14 @@ class Blip2Processor:
         EOS on causal models. Control tokens typed in the text stay text (split_special_tokens)."""
         self._require_lm()
         tokenizer = self.lm_tokenizer
-        rows = tokenizer(list(prompts), add_special_tokens=True, split_special_tokens=True)["input_ids"]
+        rows = tokenized(tokenizer, prompts, add_special_tokens=True, split_special_tokens=True)
         rows = self.layout.prompt_rows(rows, tokenizer.eos_token_id)
         return check_prompt_lengths(rows, prompts, self.lm_config.max_prompt_tokens)
 
     def target_ids(self, prompts: Sequence[str], targets: Sequence[str]) -> list[list[int]]:
         """Target ids ending in EOS; a space separates them from a non-empty prompt."""
         texts = [(" " + t if p and not p.endswith(" ") else t) for p, t in zip(prompts, targets)]
-        rows = self.lm_tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        rows = tokenized(self.lm_tokenizer, texts, add_special_tokens=False, split_special_tokens=True)
         return [r + [self.lm_tokenizer.eos_token_id] for r in rows]
 
     def lm_training(self, prompts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:

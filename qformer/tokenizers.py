@@ -11,13 +11,26 @@ from typing import Sequence
 import torch
 from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
 
+from .files import native_errors
+
 BUILTIN_BYTE_TOKENIZER = "byt5"
+
+
+REMEDY = "use the tokenizer that came with the model"
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if name_or_path == BUILTIN_BYTE_TOKENIZER:
         return ByT5Tokenizer()
-    return AutoTokenizer.from_pretrained(name_or_path)
+    with native_errors(name_or_path, "loading the tokenizer", REMEDY):
+        return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def tokenized(tokenizer, texts: Sequence[str], **options) -> list[list[int]]:
+    """`tokenizer(texts, **options)["input_ids"]`; a tokenizer that fails on the text (a hostile
+    tokenizer.json's regex over the engine's limit panics in Rust) is named in a `ValueError`."""
+    with native_errors(getattr(tokenizer, "name_or_path", "the tokenizer"), "tokenizing the text", REMEDY):
+        return tokenizer(list(texts), **options)["input_ids"]
 
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -56,7 +69,7 @@ class QFormerTokenizer:
 
     def __call__(self, texts: Sequence[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """`(input_ids, attention_mask)`, both `(B, T)`, truncated to `max_length`."""
-        bodies = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        bodies = tokenized(self.tokenizer, texts, add_special_tokens=False, split_special_tokens=True)
         rows = [[self.cls_token_id, *body[: self.max_length - 2], self.end_token_id] for body in bodies]
         mask = pad_rows([[1] * len(r) for r in rows], 0)
         return pad_rows(rows, self.pad_token_id).to(device), mask.to(device)

@@ -110,7 +110,16 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)$")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (no Python objects), with YAML 1.2's exponent floats."""
+    """PyYAML's safe loader (no Python objects), with YAML 1.2's exponent floats, and no aliases: a
+    few hundred bytes of nested aliases ("billion laughs") expand to more than any memory holds, and
+    a recipe has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"line {mark.line + 1}: an alias (*{self.peek_event().anchor}); write the value out "
+                                 "instead, as recipes may not repeat parts by reference")
+        return super().compose_node(parent, index)
 
 
 _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
@@ -154,3 +163,14 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         else:
             node[leaf] = value
     return data
+
+
+def check_bounds(obj: Any, bounds: dict[str, tuple[float, float]], where: str) -> None:
+    """Every numeric field named in `bounds` within its (low, high), inclusive; a tuple field item by item.
+    A value outside its range is a `ConfigError` naming the key, the range and the value."""
+    for key, (low, high) in bounds.items():
+        value = getattr(obj, key)
+        for item in value if isinstance(value, (tuple, list)) else [value]:
+            if item is not None and not low <= item <= high:
+                name = f"{where}.{key}" if where else key
+                raise ConfigError(f"{name} must be from {low:g} to {high:g}, got {item!r}")

@@ -183,3 +183,28 @@ def test_unusual_photo_extensions_are_read_or_listed(tmp_path, cat, capsys):
     captured = capsys.readouterr()
     assert "phone.jfif" in captured.out and "domestic cat" in captured.out
     assert "phone.heic" in captured.err, "a photo format no installed decoder reads is listed, not dropped silently"
+
+
+def test_a_file_named_twice_is_done_once(tmp_path, cat):
+    photos = tmp_path / "small"
+    photos.mkdir()
+    for k in range(2):
+        cat.resize((80 + k, 60)).save(photos / f"img00{k}.jpg")
+    out = tmp_path / "results.json"
+    run = qformer_cli("wildlife", str(photos), str(photos / "img000.jpg"), str(photos) + "/", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(json.loads(out.read_text())["images"]) == 2
+
+
+def test_resume_checks_earlier_results_before_any_work(tmp_path, photo):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"images": [{"file": "a.jpg", "detections": [{"category": "1", "conf": "high",
+                                                                          "bbox": "left"}]}]}))
+    run = qformer_cli("wildlife", photo, "--out", str(out), "--resume", timeout=60)
+    assert run.returncode == 1 and str(out) in run.stderr and "kept as it is" in run.stderr
+    assert "Traceback" not in run.stderr and "wildlife:" not in run.stderr  # no progress bar: no work began
+
+
+def test_an_out_that_cannot_be_written_is_found_before_any_work(photo, capsys):
+    assert main(["wildlife", photo, "--out", "/proc/results.json"]) == 2
+    assert "cannot write there" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_resume_refuses_another_recipes_checkpoints_and_loses_nothing(tmp_path, 
 
 
 @pytest.mark.parametrize("damage, said", [
-    (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl is missing"),
+    (lambda c: (c / "rng_state_0.json").unlink(), "rng_state_0.json is missing"),
     (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:100]),
      "model.safetensors was changed or truncated"),
     (lambda c: (c / "trainer_state.json").write_text(""), "trainer_state.json was changed or truncated"),
@@ -94,7 +94,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_complete_one(tmp_path, 
 def test_no_complete_checkpoint_is_an_unreadable_input(tmp_path, shapes):
     out = tmp_path / "run"
     assert train_cli(*common(shapes, out, "max_steps=2")).returncode == 0
-    (out / "checkpoints" / "step-00000002" / "random_states_0.pkl").unlink()
+    (out / "checkpoints" / "step-00000002" / "rng_state_0.json").unlink()
     resumed = train_cli(*common(shapes, out, "max_steps=4"), "--resume")
     assert resumed.returncode == 1 and "none of the 1 checkpoint(s)" in resumed.stderr
     assert "Traceback" not in resumed.stderr and (out / "checkpoints" / "step-00000002").exists()

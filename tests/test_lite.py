@@ -11,6 +11,7 @@ import pytest
 import qformer
 from qformer.cli import main
 from qformer.exported import MANIFEST
+from qformer.files import sha256_of
 from qformer.lite import LiteCaptioner
 from qformer.onnx_export import export_onnx
 
@@ -89,8 +90,11 @@ def test_a_hostile_or_old_manifest_is_refused_by_name(exported, tmp_path):
     assert "export it again" in LiteCaptioner.unsupported(folder)
     (folder / MANIFEST).write_text(json.dumps(manifest))
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "lm": {**config["lm"], "onnx": "../elsewhere"}}))
-    assert "climbs out of the checkpoint folder" in LiteCaptioner.unsupported(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "lm": {**config["lm"], "onnx": "./../elsewhere"}}))
+    assert "SHA-256 does not match" in LiteCaptioner.unsupported(folder)
+    rehashed = {**manifest, "files": {**manifest["files"], "config.json": sha256_of(folder / "config.json")}}
+    (folder / MANIFEST).write_text(json.dumps(rehashed))  # a forger who rewrites the hash too
+    assert "leads out of" in LiteCaptioner.unsupported(folder)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / MANIFEST).write_text("{not json")
     assert "not a readable export manifest" in LiteCaptioner.unsupported(folder)

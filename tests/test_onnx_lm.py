@@ -9,8 +9,10 @@ import torch
 import qformer
 from qformer import lm_loading
 from qformer.cli import main
-from qformer.config import ConfigError
+from qformer.config import ConfigError, LMConfig
 from qformer.exported import LM_FOLDER
+from qformer.files import sha256_of
+from qformer.lm_loading import load_onnx_language_model
 from qformer.onnx_export import export_onnx
 from qformer.onnx_engine import GRAPH, MANIFEST, OnnxCausalLM
 
@@ -90,17 +92,29 @@ def test_a_damaged_or_hostile_engine_folder_is_refused_by_name_and_kept(tmp_path
         qformer.create_model(str(tmp_path / "out"))
     assert graph.read_bytes()[-8:] == b"01234567"  # kept as it was, for the user to look at
     graph.write_bytes(original)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    saved = (folder / MANIFEST).read_bytes()
+    manifest = json.loads(saved)
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "layers": 10**9}))
+    with pytest.raises(ValueError, match="SHA-256 does not match onnx.json"):  # the export hashes its manifests
+        qformer.create_model(str(tmp_path / "out"))
+    # an engine folder on its own (the cache's) checks what its manifest says, against the graph itself
     for field, value, message in [("graph", {"file": "../../x.onnx"}, "must be one of this folder's files"),
                                   ("tokenizer", "../../elsewhere", "the tokenizer must be the folder's own"),
-                                  ("format", 99, "engine format 99")]:
+                                  ("format", 99, "engine format 99"),
+                                  ("layers", 10**9, "is no model's"),
+                                  ("kv_heads", manifest["kv_heads"] + 1, "not those of model.onnx"),
+                                  ("hidden_size", "576", "is no model's")]:
         (folder / MANIFEST).write_text(json.dumps({**manifest, field: value}))
         with pytest.raises(ValueError, match=message):
-            qformer.create_model(str(tmp_path / "out"))
+            load_onnx_language_model(LMConfig(name_or_path="unused", onnx=str(folder)))
+    (folder / MANIFEST).write_bytes(saved)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    config["lm"]["onnx"] = "../elsewhere"
+    config["lm"]["onnx"] = "./../elsewhere"
     (tmp_path / "out" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="climbs out of the checkpoint folder"):
+    export = json.loads((tmp_path / "out" / "onnx.json").read_text())
+    export["files"]["config.json"] = sha256_of(tmp_path / "out" / "config.json")  # a forger rewrites the hash too
+    (tmp_path / "out" / "onnx.json").write_text(json.dumps(export))
+    with pytest.raises(ConfigError, match="leads out of"):
         qformer.create_model(str(tmp_path / "out"))
 
 

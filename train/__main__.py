@@ -36,8 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ResumeError, ConfigError) as e:  # a resume of another run, a bad recipe
         print(f"qformer train: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:  # unreadable data (DataError), a damaged checkpoint file  # unreadable data, a damaged file, a model that won't load
+    except KeyError as e:  # a model name that is no preset, folder or hub id
+        print(f"qformer train: model {config.model!r}: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # unreadable data (DataError), a damaged file, a model that won't load
         print(f"qformer train: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"qformer train: out of memory with data.batch_size={config.data.batch_size}; lower it (and raise "
+              "optim.grad_accumulation to keep the effective batch)", file=sys.stderr)
         return 1
     return 0
 

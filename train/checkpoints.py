@@ -11,10 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import random
 import re
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
@@ -26,6 +31,7 @@ from .recipe import TrainConfig
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
+RNG_FILE = "rng_state_{rank}.json"  # every generator a step draws from, as plain numbers (no pickle)
 # Fields that do not change what a step computes: a resumed run may differ in them (train longer with a
 # larger max_steps, save or evaluate more often, move the cache or the run's folder).
 RUN_LENGTH_AND_BOOKKEEPING = ("output_dir", "max_steps", "save_every", "keep_last", "eval_every", "log_every",
@@ -72,7 +78,7 @@ def checkpoint_problem(folder: Path, num_processes: int) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"its {MANIFEST} is damaged ({e})"
     # the model and optimizer files differ under FSDP and DeepSpeed; the manifest lists whichever were written
-    needed = {STATE_FILE, *(f"random_states_{rank}.pkl" for rank in range(num_processes))}
+    needed = {STATE_FILE, *(RNG_FILE.format(rank=rank) for rank in range(num_processes))}
     for name in sorted(needed - set(files)):
         return f"it never had {name}"
     for name, expected in sorted(files.items()):
@@ -125,7 +131,8 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, state: dict,
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))  # every rank writes its own RNG state here
+    accelerator.save_state(str(staging))
+    (staging / RNG_FILE.format(rank=accelerator.process_index)).write_text(json.dumps(rng_state()))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (staging / STATE_FILE).write_text(json.dumps(state))
@@ -139,6 +146,45 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, state: dict,
         for old in finished[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator: Accelerator, folder: Path) -> None:
+    """The bridge, optimizer and scheduler of `folder` (accelerate's files, checked against the manifest),
+    then this rank's random generators, without which the run would not continue as it would have."""
+    try:
+        accelerator.load_state(str(folder))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as e:
+        raise NoCompleteCheckpoint(f"{folder}: its optimizer or scheduler state cannot be read ({type(e).__name__}: "
+                                   f"{str(e)[:200]}); it is kept as it is. Resume from an earlier checkpoint (move "
+                                   "this one away), or start a new run in another output_dir") from None
+    path = folder / RNG_FILE.format(rank=accelerator.process_index)
+    try:
+        restore_rng_state(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        raise NoCompleteCheckpoint(f"{path}: the random generators' state cannot be restored ({type(e).__name__}: "
+                                   f"{str(e)[:200]}), so the run would not continue as it would have. Resume from an "
+                                   "earlier checkpoint (move this one away), or start a new run") from None
+
+
+def rng_state() -> dict:
+    python = random.getstate()
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"python": [python[0], list(python[1]), python[2]],
+            "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(gauss)],
+            "torch": torch.get_rng_state().tolist(),
+            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
+
+
+def restore_rng_state(state: dict) -> None:
+    version, keys, gauss = state["python"]
+    random.setstate((int(version), tuple(int(k) for k in keys), gauss if gauss is None else float(gauss)))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((str(kind), np.asarray(keys, dtype=np.uint32), int(position), int(has_gauss), float(cached)))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if torch.cuda.is_available():
+        if len(state["cuda"]) != torch.cuda.device_count():
+            raise ValueError(f"saved with {len(state['cuda'])} GPUs, resumed with {torch.cuda.device_count()}")
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def read_trainer_state(folder: Path) -> dict:
@@ -171,4 +217,4 @@ def checkpoint_bridge_only(accelerator: Accelerator) -> None:
 
 
 __all__ = ["NoCompleteCheckpoint", "ResumeError", "checkpoint_bridge_only", "find_resumable", "holds_earlier_run",
-           "read_trainer_state", "recipe_fingerprint", "save_checkpoint"]
+           "load_checkpoint", "read_trainer_state", "recipe_fingerprint", "save_checkpoint"]

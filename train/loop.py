@@ -27,6 +27,7 @@ from .checkpoints import (
     checkpoint_bridge_only,
     find_resumable,
     holds_earlier_run,
+    load_checkpoint,
     read_trainer_state,
     recipe_fingerprint,
     save_checkpoint,
@@ -104,7 +105,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     state = TrainerState()
     if resume:
         checkpoint = find_resumable(out, config, accelerator.num_processes, resume_other_recipe, accelerator.print)
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint)
         saved = read_trainer_state(checkpoint)
         stream.load_state_dict(saved.pop("data"))
         state = TrainerState(**saved)

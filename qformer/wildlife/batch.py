@@ -33,22 +33,30 @@ def image_suffixes() -> set[str]:
 
 
 def find_images(targets: Sequence[str | Path]) -> tuple[list[str], list[str]]:
-    """(images, skipped): files named directly and image files under folders (recursively), sorted;
-    and the photos in those folders that no installed decoder reads (a phone's .heic without
-    pillow-heif, a camera's raw files), so they can be reported rather than silently left out."""
+    """(images, skipped): files named directly and image files under folders (recursively), sorted,
+    each once however often it is named (`dir dir/a.jpg` is one run over dir); and the photos in those
+    folders that no installed decoder reads (a phone's .heic without pillow-heif, a camera's raw files),
+    so they can be reported rather than silently left out."""
     suffixes = image_suffixes()
-    found, skipped = [], []
+    found, skipped, seen = [], [], set()
+
+    def add(path: Path, into: list[str]) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            into.append(str(path))
+
     for target in map(Path, targets):
         if target.is_dir():
             for path in sorted(target.rglob("*")):
                 if not path.is_file() or path.name.startswith("."):
                     continue
                 if path.suffix.lower() in suffixes:
-                    found.append(str(path))
+                    add(path, found)
                 elif (mimetypes.guess_type(path.name)[0] or "").startswith("image/"):
-                    skipped.append(str(path))
+                    add(path, skipped)
         elif target.exists():
-            found.append(str(target))
+            add(target, found)
         else:
             raise FileNotFoundError(f"{target}: no such file or folder")
     return found, skipped
@@ -63,16 +71,26 @@ def partial_path(out: Path, rank: int) -> Path:
 
 
 def check_output(out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Validate `--out` before any work: a file path in a folder we can write, not replacing finished
-    results or an unfinished run unless asked. Raises FileExistsError or NotADirectoryError/OSError."""
+    """Validate `--out` before any work: a file we can write beside (a probe file is written and
+    removed), not replacing finished results or an unfinished run unless asked, and with `--resume`
+    every earlier result readable. Raises FileExistsError, OSError, ValueError or ResultsFileError."""
     out = Path(out)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: keep the results, or replace them")
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; give a file name, e.g. {out / 'results.json'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK):
-        raise PermissionError(f"--out {out}: cannot write in {out.parent}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.name}.{os.getpid()}.probe")
+        probe.write_bytes(b"")  # what the results file needs: a file created, written and renamed there
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"--out {out}: cannot write there ({e.strerror or e}); choose another place") from None
+    if resume:
+        if out.exists():
+            _finished_results(out)
+        if partial_path(out, 0).exists():
+            _checkpointed(partial_path(out, 0))
     if overwrite or resume:
         return out
     if out.exists():
@@ -99,7 +117,8 @@ def _finished_results(out: Path) -> dict[str, dict]:
     """Results of a finished run in `out`, by file, as the checkpoint keeps them."""
     try:
         results = from_megadetector(_read_json(out, "results file"))
-    except (KeyError, TypeError, ValueError) as e:
+        to_megadetector(results, detector="", classifier="")  # every field of the kind the file needs
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         if isinstance(e, ResultsFileError):
             raise
         raise ResultsFileError(f"{out}: not a results file this program wrote ({e}); it is kept as it is. "
@@ -110,8 +129,7 @@ def _finished_results(out: Path) -> dict[str, dict]:
 def _checkpointed(partial: Path) -> dict[str, dict]:
     done = _read_json(partial, "checkpoint of an unfinished run").get("done")
     try:
-        for entry in done.values():
-            ImageResult.from_dict(entry)
+        to_megadetector([ImageResult.from_dict(entry) for entry in done.values()], detector="", classifier="")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ResultsFileError(f"{partial}: the checkpoint of an unfinished run is damaged (bad entry: {e!r}); it is "
                                "kept as it is. Move it away and run again with --overwrite to start over") from e
