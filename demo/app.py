@@ -22,7 +22,7 @@ from qformer.attention_maps import heatmaps
 from qformer.factory import DEFAULT_MODEL
 from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner
 from qformer.grounded.loading import photo_parts
-from qformer.images import ImageLoadError, load_image
+from qformer.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import describe_detector
 from qformer.wildlife.knowledge import check_country
@@ -30,7 +30,7 @@ from qformer.wildlife.megadetector import to_megadetector, write_json
 from qformer.wildlife.summary import IUCN
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = MAX_UPLOAD_BYTES  # as the servers take
 CONCURRENCY = 2  # requests computing at once; the rest wait in the queue
 SOURCE_NOTE = {"expert": "species expert", "rollup": "rolled up: the expert was unsure of the species",
                "coarse": "coarse group only", "detector": "detector"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .config import LM_QUANTIZE
-from .prompts import MAX_BEAMS, MAX_NEW_TOKENS
+from .prompts import DEFAULT_MAX_NEW_TOKENS, MAX_BEAMS, MAX_NEW_TOKENS
 
 QUANTIZE_HELP = ("run the bridge's language model on onnxruntime with block-wise int8 or int4 weights "
                  "(built once, then cached)")
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or 'grounded' (each path alone), or any preset (see `qformer models`), folder or hub id")
     common.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     common.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
-    common.add_argument("--max-new-tokens", type=at_most(MAX_NEW_TOKENS), default=30)
+    common.add_argument("--max-new-tokens", type=at_most(MAX_NEW_TOKENS), default=DEFAULT_MAX_NEW_TOKENS)
     common.add_argument("--num-beams", type=at_most(MAX_BEAMS), default=1)
     common.add_argument("--quantize", choices=("none", *LM_QUANTIZE),
                         help=QUANTIZE_HELP + "; 'none' keeps it in torch (default: int4 for the default's bridge on a "

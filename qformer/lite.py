@@ -24,10 +24,9 @@ from .images import ImageInput, ImageLoadError, load_images
 from .files import native_errors
 from .onnx_engine import TOKENIZER_DIR, OnnxCausalLM
 from .paths import inside
-from .prompts import as_list, check_prompt_lengths, question_prompts, questions_for
+from .prompts import DEFAULT_MAX_NEW_TOKENS, as_list, check_prompt_lengths, question_prompts, questions_for
 
 GENERATION = {"max_new_tokens", "min_new_tokens"}  # what plain greedy decoding takes
-DEFAULT_MAX_NEW_TOKENS = 30  # as the torch path
 
 
 class LiteCaptioner:

@@ -18,7 +18,7 @@ from .decoding import DECODER_ARGS, StaticGreedyDecoder, asks_only_greedy, is_pl
 from .frozen import Frozen
 from .lm_layouts import LAYOUTS
 from .lm_loading import load_language_model, load_onnx_language_model
-from .prompts import check_generation
+from .prompts import DEFAULT_MAX_NEW_TOKENS, check_generation
 from .tokenizers import pad_rows, tokenized
 
 IMAGE_TOKEN = "<image>"
@@ -106,7 +106,7 @@ class FrozenLM(Frozen):
 
     @torch.no_grad()
     def generate_from_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, **generation: Any) -> torch.Tensor:
-        settings = {"max_new_tokens": 30, "pad_token_id": self.tokenizer.pad_token_id,
+        settings = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "pad_token_id": self.tokenizer.pad_token_id,
                     "eos_token_id": self.tokenizer.eos_token_id, **generation}
         check_generation(settings)
         if not settings.get("do_sample"):
@@ -142,7 +142,7 @@ class FrozenLM(Frozen):
         # padded here, on the left, rather than by switching the shared tokenizer's side: threads share it
         ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)
-        settings = {"max_new_tokens": 30, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
+        settings = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
         check_generation(settings)
         if self.engine is not None:
             tokens = self.generate_from_embeds(self.embed(ids), mask, **settings)
