@@ -63,10 +63,11 @@ def test_unsure_person_box_on_an_animal_is_the_animal_and_a_sure_one_stands(pipe
     assert [a.category for a in twice([cat])[0].animals] == ["animal"]
 
 
-def test_unsure_group_abstains_to_animal_from_the_detector(pipeline, coffee):
+def test_an_animal_box_without_an_animal_in_its_crop_is_dropped(pipeline, coffee, cat):
     box = Detection((0.2, 0.2, 0.6, 0.6), 0.6, "animal")  # a cup, called an animal by a detector
-    (answer,) = variant(pipeline, fixed(box))([coffee])[0].animals
-    assert (answer.name, answer.rank, answer.prediction_source) == ("animal", None, "detector")
+    assert variant(pipeline, fixed(box))([coffee])[0].animals == []
+    (animal,) = variant(pipeline, fixed(box))([cat])[0].animals  # the same box on a cat stands
+    assert animal.group == "mammal"
 
 
 def test_the_strong_classifier_runs_once_per_crop(pipeline, cat):

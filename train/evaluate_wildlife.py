@@ -1,17 +1,19 @@
-"""Score the wildlife pipeline on labelled photos:
+"""Score the wildlife pipeline on labelled photos, beside the best single model it is built from:
 
     python -m qformer.training.evaluate_wildlife LABELS.csv --root PHOTOS [--out metrics.json]
 
 LABELS.csv columns: `file` (relative to --root), `animals` (how many), `group` (one of the pipeline's
-groups), `taxa` (acceptable species or genus names, `;`-separated: common or scientific names, any
-case), `people` (how many). Per photo the most confident animal detection is the answer.
+groups), `taxa` (acceptable species, genus or family names, `;`-separated: common or scientific
+names, any case), `people` (how many) and, optionally, `vehicles` (how many).
 
-Metrics: coarse-group accuracy (an answer of only "animal" claims no group, so it does not count);
-species-or-genus accuracy (the answer names an acceptable species or
-genus); confident-wrong answers (a species or genus named under a wrong group: the worst outcome for
-people filtering by species); wrong species or genus (named, but not an acceptable one, in any
-group); abstentions (answered only "animal"); detection recall and precision
-of animals by count; person recall and precision by count; images per second.
+Per photo with animals, the most confident animal detection is the answer. A name at species, genus
+or family rank is right when it is one of the acceptable names, else wrong; an answer at order,
+class or group rank, or only "animal", abstains; no animal detection at all is a miss. The single
+model beside it is EfficientNet-Lite2 on the whole photo: its first class, judged by the same names
+(the class's common and scientific name, and its lowest taxon).
+
+Photos with no animal count false animal detections at the results file's typical detection
+threshold. People and vehicles are matched by count.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ import json
 import time
 from pathlib import Path
 
+from qformer.images import load_image
 from qformer.wildlife import GROUPS, WildlifePipeline
+from qformer.wildlife.classifiers import LITE2, ImageNetClassifier
+from qformer.wildlife.knowledge import Knowledge
 
-CONFIDENT_RANKS = ("species", "genus")
+NAMED_RANKS = ("species", "genus", "family")  # an answer at these ranks names the animal
+TYPICAL_THRESHOLD = 0.35  # what `qformer wildlife` writes as `typical_detection_threshold`
+COUNTED = ("animals", "people", "vehicles")
 
 
 def read_labels(path: str | Path) -> list[dict]:
@@ -36,18 +43,46 @@ def read_labels(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}: line {k} lacks column(s) {sorted(missing)}")
             if row["group"] and row["group"] not in GROUPS:
                 raise ValueError(f"{path}: line {k}: group {row['group']!r} is not one of {GROUPS}")
-            rows.append({"file": row["file"], "animals": int(row["animals"]), "group": row["group"] or None,
+            rows.append({"file": row["file"], "group": row["group"] or None,
                          "taxa": {t.strip().lower() for t in row["taxa"].split(";") if t.strip()},
-                         "people": int(row["people"])})
+                         **{n: int(row.get(n) or 0) for n in COUNTED}})
     return rows
 
 
-def names_of(animal) -> set[str]:
-    """What an answer names: its name, its scientific name, and that name's genus."""
-    names = {animal.name.lower()} if animal.name else set()
-    if animal.scientific_name:
-        names |= {animal.scientific_name.lower(), animal.scientific_name.split()[0].lower()}
-    return names
+def is_right(animal, taxa: set[str]) -> bool:
+    """Whether an answer names the labelled animal. A genus or family must be acceptable itself; a
+    species must be, unless the label names only its genus (any species of it is then acceptable)."""
+    if animal.name and animal.name.lower() in taxa:
+        return True
+    if not animal.scientific_name:
+        return False
+    scientific = animal.scientific_name.lower()
+    genus = scientific.split()[0]
+    labelled_species_of_genus = any(t.startswith(genus + " ") for t in taxa)
+    return scientific in taxa or (genus in taxa and not labelled_species_of_genus)
+
+
+def class_names(knowledge: Knowledge, index: int) -> set[str]:
+    """What an ImageNet class names: its common and scientific name, and its lowest taxon (the
+    single model is judged as leniently as a genus or family answer)."""
+    entry = knowledge.classes[index]
+    names = {entry["name"].lower(), knowledge.name_of(entry["synset"]).lower()}
+    if entry["synset"] in knowledge.species:
+        scientific = knowledge.species[entry["synset"]].scientific_name.lower()
+        names |= {scientific, scientific.split()[0]}
+    taxa = knowledge.taxa_of(entry["synset"])
+    lowest = next((taxa[r] for r in ("genus", "family") if taxa.get(r)), None)
+    return names | ({lowest.lower()} if lowest else set())
+
+
+def outcome(best, label: dict) -> tuple[str, str]:
+    """(rank answered, "right" | "wrong" | "abstained" | "missed") for a photo with animals."""
+    if best is None:
+        return "none", "missed"
+    rank = best.rank or "animal"
+    if rank not in NAMED_RANKS:
+        return rank, "abstained"
+    return rank, "right" if is_right(best, label["taxa"]) else "wrong"
 
 
 def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tuple[dict, list[dict]]:
@@ -55,51 +90,72 @@ def evaluate(pipeline: WildlifePipeline, labels: list[dict], root: Path) -> tupl
     started = time.perf_counter()
     results = pipeline(files)
     seconds = time.perf_counter() - started
-    counts = dict.fromkeys(("animal_photos", "group_right", "taxon_right", "taxon_wrong", "confident_wrong", "abstained",
-                            "animals_labelled", "animals_found", "animals_matched", "people_labelled",
-                            "people_found", "people_matched"), 0)
+    by_rank: dict[str, dict[str, int]] = {}
+    totals = dict.fromkeys(("right", "wrong", "abstained", "missed", "group_right"), 0)
+    found = {n: [0, 0, 0] for n in COUNTED}  # labelled, detected, matched
+    empty = {"photos": 0, "false_detections": 0, "photos_with_false_detections": 0}
     rows = []
     for label, result in zip(labels, results):
+        kinds = {"animals": "animal", "people": "person", "vehicles": "vehicle"}
+        for n, category in kinds.items():
+            detected = sum(a.category == category and a.detection_conf >= TYPICAL_THRESHOLD for a in result.animals)
+            found[n][0] += label[n]
+            found[n][1] += detected
+            found[n][2] += min(label[n], detected)
         animals = [a for a in result.animals if a.category == "animal"]
-        people = [a for a in result.animals if a.category == "person"]
-        counts["animals_labelled"] += label["animals"]
-        counts["animals_found"] += len(animals)
-        counts["animals_matched"] += min(label["animals"], len(animals))
-        counts["people_labelled"] += label["people"]
-        counts["people_found"] += len(people)
-        counts["people_matched"] += min(label["people"], len(people))
-        best = max(animals, key=lambda a: a.detection_conf, default=None)
-        row = {"file": label["file"], "failure": result.failure, "answer": None, "rank": None, "group": None}
+        row = {"file": label["file"], "failure": result.failure, "answer": None, "rank": None, "outcome": None}
         if label["animals"]:
-            counts["animal_photos"] += 1
-            if best is not None:
-                row.update(answer=best.name, rank=best.rank, group=best.group)
-                abstained = best.name in (None, "animal")  # it says only "animal": it claims no group
-                group_right = best.group == label["group"] and not abstained
-                confident = best.rank in CONFIDENT_RANKS
-                counts["group_right"] += group_right
-                taxon_right = confident and bool(names_of(best) & label["taxa"])
-                counts["taxon_right"] += taxon_right
-                counts["taxon_wrong"] += confident and not taxon_right
-                counts["confident_wrong"] += confident and best.group != label["group"]
-                counts["abstained"] += abstained
+            best = max(animals, key=lambda a: a.detection_conf, default=None)
+            rank, verdict = outcome(best, label)
+            row.update(answer=best and best.name, rank=rank, outcome=verdict, group=best and best.group)
+            totals[verdict] += 1
+            totals["group_right"] += best is not None and best.group == label["group"] and best.name != "animal"
+            by_rank.setdefault(rank, dict.fromkeys(("right", "wrong", "abstained", "missed"), 0))[verdict] += 1
+        else:
+            false = sum(a.detection_conf >= TYPICAL_THRESHOLD for a in animals)
+            empty["photos"] += 1
+            empty["false_detections"] += false
+            empty["photos_with_false_detections"] += bool(false)
+            row["false_detections"] = false
         rows.append(row)
-    photos = max(counts["animal_photos"], 1)
+    animal_photos = sum(bool(label["animals"]) for label in labels)
+    named = totals["right"] + totals["wrong"]
     metrics = {
-        "photos": len(labels),
-        "animal_photos": counts["animal_photos"],
-        "coarse_group_accuracy": counts["group_right"] / photos,
-        "species_or_genus_accuracy": counts["taxon_right"] / photos,
-        "wrong_species_or_genus": counts["taxon_wrong"],
-        "confident_wrong": counts["confident_wrong"],
-        "abstained": counts["abstained"],
-        "detection_recall": counts["animals_matched"] / max(counts["animals_labelled"], 1),
-        "detection_precision": counts["animals_matched"] / max(counts["animals_found"], 1),
-        "person_recall": counts["people_matched"] / counts["people_labelled"] if counts["people_labelled"] else None,
-        "person_precision": counts["people_matched"] / counts["people_found"] if counts["people_found"] else None,
+        "photos": len(labels), "animal_photos": animal_photos, **totals,
+        "precision_when_named": totals["right"] / named if named else None,
+        "coverage": named / animal_photos if animal_photos else None,
+        "coarse_group_accuracy": totals["group_right"] / max(animal_photos, 1),
+        "by_rank": by_rank, "no_animal_photos": empty["photos"],
+        "false_animal_detections_per_photo": empty["false_detections"] / max(empty["photos"], 1),
+        "no_animal_photos_with_false_detections": empty["photos_with_false_detections"],
+        **{f"{n}_recall": (m / lab if lab else None) for n, (lab, _, m) in found.items()},
         "images_per_second": len(labels) / seconds,
     }
     return metrics, rows
+
+
+def single_model(labels: list[dict], root: Path, device: str = "cpu") -> dict:
+    """EfficientNet-Lite2 alone on each whole photo: is its first class an acceptable name?"""
+    knowledge, classifier = Knowledge.default(), ImageNetClassifier(*LITE2, device=device)
+    right = 0
+    for label in (row for row in labels if row["animals"]):
+        top = int(classifier.probabilities([load_image(root / label["file"])])[0].argmax())
+        right += bool(class_names(knowledge, top) & label["taxa"])
+    return {"right": right, "animal_photos": sum(bool(row["animals"]) for row in labels)}
+
+
+def print_tables(metrics: dict, single: dict | None) -> None:
+    print("| rank answered | right | wrong | abstained | missed |\n|---|---:|---:|---:|---:|")
+    for rank in (*NAMED_RANKS, "order", "class", "group", "animal", "none"):
+        if rank in metrics["by_rank"]:
+            counts = metrics["by_rank"][rank]
+            print(f"| {rank} | " + " | ".join(str(counts[k]) for k in ("right", "wrong", "abstained", "missed")) + " |")
+    print("\n| metric | value |\n|---|---:|")
+    for key, value in metrics.items():
+        if key != "by_rank":
+            print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    if single:
+        print(f"| best single part (EfficientNet-Lite2, whole photo): right | {single['right']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="folder the CSV's file names are relative to")
     parser.add_argument("--out", help="write the metrics and per-photo answers here (JSON)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-single", action="store_true", help="skip the single model beside the pipeline")
     args = parser.parse_args(argv)
-    labels = read_labels(args.labels)
-    metrics, rows = evaluate(WildlifePipeline.default(args.device), labels, Path(args.root))
-    print("| metric | value |\n|---|---:|")
-    for key, value in metrics.items():
-        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    labels, root = read_labels(args.labels), Path(args.root)
+    metrics, rows = evaluate(WildlifePipeline.default(args.device), labels, root)
+    single = None if args.no_single else single_model(labels, root, args.device)
+    print_tables(metrics, single)
     if args.out:
-        Path(args.out).write_text(json.dumps({"metrics": metrics, "photos": rows}, indent=1))
+        Path(args.out).write_text(json.dumps({"metrics": metrics, "single_model": single, "photos": rows}, indent=1))
     return 0
 
 

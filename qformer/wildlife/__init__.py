@@ -6,9 +6,10 @@ from .fusion import FusedDetector
 from .identify import Identification, identify
 from .knowledge import GROUPS, Knowledge, Species
 from .nanodet import NanoDet
-from .pipeline import Animal, ImageResult, WildlifePipeline
+from .pipeline import ImageResult, WildlifePipeline
+from .policy import Animal, Evidence, decide
 from .thresholds import Thresholds
 
-__all__ = ["Animal", "CamDetector", "Detection", "FusedDetector", "GROUPS", "Identification", "ImageResult",
-           "Knowledge", "MegaDetector", "NanoDet", "Species", "Thresholds", "TorchvisionDetector", "WildlifePipeline",
-           "identify"]
+__all__ = ["Animal", "CamDetector", "Detection", "Evidence", "FusedDetector", "GROUPS", "Identification",
+           "ImageResult", "Knowledge", "MegaDetector", "NanoDet", "Species", "Thresholds", "TorchvisionDetector",
+           "WildlifePipeline", "decide", "identify"]

@@ -33,6 +33,7 @@ class Detection:
     conf: float
     category: str  # one of CATEGORIES
     label: str | None = None  # the detector's own class name, when it has one (a COCO detector's "dog")
+    from_maps: bool = False  # a region of a classifier's activation maps, not a detector's box
 
     def crop(self, image: Image.Image, margin: float = 0.15, side: int = CROP_SIDE) -> Image.Image:
         """What a classifier sees of this detection: the box widened by `margin` of its size on every
@@ -80,7 +81,7 @@ class CamDetector:
         cam = torch.nn.functional.interpolate(cam[None, None], scale_factor=4, mode="bilinear")[0, 0]
         peak = cam.max()
         if peak <= 0:
-            return [Detection((0.0, 0.0, 1.0, 1.0), animal, "animal")]
+            return [Detection((0.0, 0.0, 1.0, 1.0), animal, "animal", from_maps=True)]
         rows_n, cols_n = cam.shape
         boxes, scores = [], []
         for cells in _components(cam >= self.threshold * peak):
@@ -89,7 +90,7 @@ class CamDetector:
             if (box[2] - box[0]) * (box[3] - box[1]) >= self.min_area:
                 boxes.append(box)
                 scores.append(animal * float(max(cam[r, c] for r, c in cells) / peak))
-        return _merge(boxes, scores, self.iou) or [Detection((0.0, 0.0, 1.0, 1.0), animal, "animal")]
+        return _merge(boxes, scores, self.iou) or [Detection((0.0, 0.0, 1.0, 1.0), animal, "animal", from_maps=True)]
 
 
 def _merge(boxes: list[list[float]], scores: list[float], iou: float) -> list[Detection]:
@@ -100,7 +101,7 @@ def _merge(boxes: list[list[float]], scores: list[float], iou: float) -> list[De
     for i in torchvision.ops.nms(boxes_t, scores_t, iou).tolist():
         if all(_inside(boxes_t[i], boxes_t[j]) < 0.7 for j in kept):
             kept.append(i)
-    return [Detection(xywh(boxes_t[i].tolist()), float(scores_t[i]), "animal") for i in kept]
+    return [Detection(xywh(boxes_t[i].tolist()), float(scores_t[i]), "animal", from_maps=True) for i in kept]
 
 
 def _inside(box: torch.Tensor, other: torch.Tensor) -> float:

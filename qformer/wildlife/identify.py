@@ -4,6 +4,7 @@ else the lowest taxon (genus, family, order, class) whose summed score is."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from .knowledge import RANKS, Knowledge
 
@@ -19,9 +20,11 @@ class Identification:
 
 
 def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 0.5,
-             country: str | None = None, group_probability: float = 1.0) -> Identification | None:
-    """None when even the class is below `threshold` (or the country filter left nothing):
-    the caller falls back to the coarse group.
+             country: str | None = None, group_probability: float = 1.0,
+             rank_thresholds: Mapping[str, float] | None = None) -> Identification | None:
+    """None when even the class is below its threshold (or the country filter left nothing):
+    the caller falls back to the coarse group. `threshold` is the species'; `rank_thresholds` may
+    set genus, family, order or class higher (a family summed over many classes is easily "sure").
 
     `scores` are an expert's, p(species | crop, group); `group_probability` is p(group | crop). Their
     product is the species' probability (a mixture of experts with soft gating), so a crop the
@@ -60,6 +63,6 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
                 sums[taxon] = sums.get(taxon, 0.0) + score
         if sums:
             taxon = max(sums, key=sums.get)
-            if sums[taxon] >= threshold:
+            if sums[taxon] >= (rank_thresholds or {}).get(rank, threshold):
                 return Identification(taxon, rank, sums[taxon], "rollup", None, suppressed)
     return None

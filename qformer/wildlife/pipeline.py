@@ -22,30 +22,10 @@ from ..images import ImageInput, ImageLoadError, load_image
 from .classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
 from .detect import CROP_SIDE, CamDetector, Detection
 from .fusion import FusedDetector, fuse
-from .identify import identify
 from .knowledge import GROUPS, Knowledge, check_country
 from .nanodet import NanoDet
+from .policy import Animal, Evidence, decide, top_group
 from .thresholds import Thresholds
-
-
-@dataclass
-class Animal:
-    box: tuple[float, float, float, float]  # x, y, w, h as fractions of the image
-    detection_conf: float
-    category: str  # animal, person or vehicle (what the detector saw)
-    group: str | None = None  # mammal, bird, ...
-    group_score: float = 0.0
-    name: str | None = None  # species common name, or the taxon it rolled up to
-    rank: str | None = None  # species, genus, family, order, class or group
-    score: float = 0.0
-    prediction_source: str = "detector"  # expert, rollup, coarse or detector
-    scientific_name: str | None = None
-    habitat: str | None = None
-    iucn_category: str | None = None
-    iucn_year: int | None = None
-    domesticated: bool | None = None
-    breed: str | None = None
-    suppressed_by_country: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,9 +34,11 @@ class ImageResult:
     animals: list[Animal] = field(default_factory=list)
     failure: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # what the models said about each detection, kept when asked for (calibration); not serialised
+    evidence: list[Evidence] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "evidence"}
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageResult:
@@ -90,11 +72,12 @@ class WildlifePipeline:
         self.graph = Graph(Chain(
             "wildlife",
             Node("detect", detector, ["image"], "detections", batch_size=batch_size),
-            Node("crop", self._views, ["image", "detections"], "views"),
+            Node("crop", self._views, ["image", "detections"], ["scene", "views"]),
+            Node("photo", self._photo_animal, ["scene", "detections"], "photo_animal", batch_size=batch_size),
             coarse_node,
             Node("experts", self._experts, ["views", "groups"], "species_scores", batch_size=batch_size),
-            Node("identify", self._identify, ["detections", "groups", "species_scores", "country", "threshold"],
-                 "animals"),
+            Node("evidence", self._evidence, ["detections", "groups", "species_scores", "photo_animal"], "evidence"),
+            Node("identify", self._decide, ["evidence", "country", "threshold"], "animals"),
         ))
 
     @classmethod
@@ -119,10 +102,12 @@ class WildlifePipeline:
                    strong_coarse=CoarseClassifier(lite2, knowledge), **kwargs)
 
     def __call__(self, images: Sequence[ImageInput], names: Sequence[str] | None = None, workers: int = 1,
-                 country: str | None = None, species_threshold: float | None = None) -> list[ImageResult]:
+                 country: str | None = None, species_threshold: float | None = None,
+                 keep_evidence: bool = False) -> list[ImageResult]:
         """One result per input; an unreadable image gets `failure` and the others go on.
         `workers` threads decode the images; `country` and `species_threshold` override the
-        pipeline's own for this call (so concurrent callers can differ)."""
+        pipeline's own for this call (so concurrent callers can differ). `keep_evidence` keeps what
+        the models said about every detection in `result.evidence` (for `policy.decide`)."""
         country = check_country(country) or self.country
         threshold = self.thresholds.species if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
@@ -143,6 +128,8 @@ class WildlifePipeline:
                 stack.enter_context(classifier.remembering())  # coarse and expert share one pass per crop
             for k, run in zip(slots, self.graph.map(states)):
                 results[k].animals, results[k].timings = run["animals"], run.timings
+                if keep_evidence:
+                    results[k].evidence = run["evidence"]
         return results
 
     def _classifiers(self) -> list[ImageNetClassifier]:
@@ -152,14 +139,26 @@ class WildlifePipeline:
 
     # --- the graph's nodes, over batches of images ----------------------------------------------
 
-    def _views(self, image: Image.Image, detections: list[Detection]) -> list[View]:
+    def _views(self, image: Image.Image, detections: list[Detection]) -> tuple[Image.Image, list[View]]:
+        """The whole photo at crop size, and each detection's view: its crop, with the photo when the
+        photo shows that one animal (the same image object, so each classifier sees it once)."""
+        scene = image.copy()
+        scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC)
         animals = [d for d in detections if d.category == "animal"]
-        scene = None
-        if len(animals) == 1 and self.thresholds.scene > 0:
-            scene = image.copy()
-            scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC)
-        return [View(d.crop(image, self.thresholds.margin), scene if animals and d is animals[0] else None)
-                for d in detections]
+        alone = len(animals) == 1 and self.thresholds.scene > 0
+        return scene, [View(d.crop(image, self.thresholds.margin), scene if alone and d is animals[0] else None)
+                       for d in detections]
+
+    def _photo_animal(self, scenes: list[Image.Image], detections: list[list[Detection]]) -> list[float]:
+        """p(animal) of each whole photo by the strongest classifier, where a region of the activation
+        maps needs it."""
+        classify = self.strong_coarse or self.coarse
+        asked = [k for k, found in enumerate(detections) if any(d.from_maps for d in found)]
+        answers = classify([scenes[k] for k in asked]) if asked else []
+        values = [1.0] * len(scenes)
+        for k, groups in zip(asked, answers):
+            values[k] = 1.0 - groups["not an animal"]
+        return values
 
     def _mixed(self, classify, views: list[View]) -> list[dict[str, float]]:
         """`classify` on every crop, mixed with its scene's answer where the view has one."""
@@ -188,7 +187,7 @@ class WildlifePipeline:
 
     def _experts(self, views_per_image: list[list[View]], groups_per_image: list[list[dict]]) -> list[list]:
         views = [v for vs in views_per_image for v in vs]
-        groups = [_top_group(g) for gs in groups_per_image for g in gs]
+        groups = [top_group(g) for gs in groups_per_image for g in gs]
         scores: list[dict | None] = [None] * len(views)
         # the cascade asks only the crop's own group's expert; without it, every expert sees every crop
         for group, expert in self.experts.items():
@@ -199,50 +198,17 @@ class WildlifePipeline:
                     scores[i] = answer
         return _split(scores, views_per_image)
 
-    def _identify(self, detections: list[Detection], groups: list[dict], species_scores: list,
-                  country: str | None, threshold: float) -> list[Animal]:
-        at = self.thresholds
-        animals = []
-        for detection, group_scores, scores, category in zip(detections, groups, species_scores,
-                                                              self._categories(detections, groups)):
-            if category is None:
-                continue
-            animal = Animal(detection.box, detection.conf, category)
-            animals.append(animal)
-            if category != "animal":
-                continue  # a person or vehicle is reported as the detector saw it
-            group = _top_group(group_scores)
-            animal.group, animal.group_score = group, group_scores[group]
-            if group_scores[group] < at.group:  # unsure even of the group: say only what is certain
-                animal.name, animal.score = "animal", detection.conf
-                continue
-            animal.name, animal.rank, animal.score, animal.prediction_source = group, "group", group_scores[group], "coarse"
-            found = identify(scores, self.knowledge, threshold, country, group_probability=group_scores[group]) if scores else None
-            if found is None:
-                continue
-            animal.name, animal.rank, animal.score = found.name, found.rank, found.score
-            animal.prediction_source, animal.suppressed_by_country = found.prediction_source, found.suppressed
-            if found.label in self.knowledge.species:
-                species = self.knowledge.species[found.label]
-                animal.scientific_name, animal.habitat = species.scientific_name, species.habitat
-                animal.iucn_category, animal.iucn_year = species.iucn_category, species.iucn_year
-                animal.domesticated = species.domesticated
-                animal.breed = species.breed if found.prediction_source == "expert" else None  # summed breeds: unsure which
-        return animals
-
-    def _categories(self, detections: list[Detection], groups: list[dict]) -> list[str | None]:
-        """Each detection's category: the detector's person or vehicle stands when it is sure of it, or
-        when the classifier finds too little animal in the box; otherwise it is an animal, unless an
-        animal box already covers it (then None: the same animal, counted once)."""
-        at = self.thresholds
-        categories: list[str | None] = [d.category for d in detections]
+    def _evidence(self, detections: list[Detection], groups: list[dict], species_scores: list,
+                  photo_animal: float) -> list[Evidence]:
         animals = [d for d in detections if d.category == "animal"]
-        for k, (detection, group_scores) in enumerate(zip(detections, groups)):
-            if detection.category == "animal" or detection.conf >= at.person:
-                continue
-            if 1.0 - group_scores["not an animal"] >= at.animal:
-                categories[k] = "animal" if fuse(animals, [detection])[len(animals):] else None
-        return categories
+        return [Evidence(d.box, d.conf, d.category, g, scores, from_detector=not d.from_maps,
+                         photo_animal=photo_animal,
+                         covered=d.category != "animal" and not fuse(animals, [d])[len(animals):])
+                for d, g, scores in zip(detections, groups, species_scores)]
+
+    def _decide(self, evidence: list[Evidence], country: str | None, threshold: float) -> list[Animal]:
+        decided = (decide(e, self.knowledge, self.thresholds, country, threshold) for e in evidence)
+        return [animal for animal in decided if animal is not None]
 
 
 def _try_load(image: ImageInput) -> Image.Image | ImageLoadError:
@@ -250,10 +216,6 @@ def _try_load(image: ImageInput) -> Image.Image | ImageLoadError:
         return load_image(image)
     except ImageLoadError as e:
         return e
-
-
-def _top_group(scores: dict[str, float]) -> str:
-    return max(GROUPS, key=lambda g: scores[g])
 
 
 def _split(flat: list, shape_like: list[list]) -> list[list]:

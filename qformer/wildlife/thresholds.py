@@ -23,6 +23,15 @@ class Thresholds:
     group: float = 0.5
     # a species is named at or above this; below, species, genus, family, order and class are summed until one is
     species: float = 0.5
+    # a genus or family is named at or above the larger of this and `species`: a taxon summed over many
+    # ImageNet classes easily looks sure (deer, which ImageNet lacks, sum up to Bovidae). The three are
+    # fitted to 90% right names on tests/data/wildlife_photos.csv (python -m qformer.training.calibrate_wildlife)
+    genus: float = 0.95
+    family: float = 0.85
+    # a detector's animal box stands when its crop's classifier puts at least this on animal classes
+    box: float = 0.2
+    # a region found only by activation maps stands when its crop and the whole photo both reach this
+    region: float = 0.5
     # the cheap coarse classifier's answer stands at or above this; below, the strong one is asked
     routing: float = 0.5
     # with one animal in the photo, the whole photo's scores are mixed into its crop's with this weight
