@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from qformer.cli import main
@@ -97,6 +98,15 @@ def test_damaged_router_file_is_named(tmp_path):
     broken.write_bytes(b"\x00" * 40)
     with pytest.raises(ValueError, match="router.safetensors"):
         PhotoRouter(ImageNetClassifier(*LITE0), broken)
+
+
+def test_a_router_trained_on_other_features_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    other = tmp_path / "router.safetensors"
+    save_file({"weight": torch.zeros(1280), "bias": torch.zeros(1)}, str(other), metadata={"features": "efficientnet_lite0"})
+    with pytest.raises(ValueError, match="trained on efficientnet_lite0 features, not tf_efficientnet_lite0's; retrain"):
+        PhotoRouter(ImageNetClassifier(*LITE0), other)
 
 
 def test_grounded_captioner_keeps_going_past_an_unreadable_image(cat, tmp_path):

@@ -21,9 +21,15 @@ class PhotoRouter:
     def __init__(self, classifier, path: str | Path = ROUTER, threshold: float = 0.5):
         state = read_state_dict(str(path))
         self.classifier, self.threshold = classifier, threshold
-        self.weight, self.bias = state["weight"].float(), state["bias"].float()
-        if self.weight.ndim != 1 or self.bias.shape != (1,):
-            raise ValueError(f"{path}: not a router (weight {tuple(self.weight.shape)}, bias {tuple(self.bias.shape)})")
+        self.weight, self.bias = state.get("weight"), state.get("bias")
+        if self.weight is None or self.bias is None or self.weight.ndim != 1 or self.bias.shape != (1,):
+            raise ValueError(f"{path}: not a router (it needs a 1-D weight and a bias of one value)")
+        self.weight, self.bias = self.weight.float(), self.bias.float()
+        trained_on = _metadata(path).get("features")
+        if trained_on is not None and trained_on != classifier.name:
+            # the same width, other numbers: it would route every image by chance
+            raise ValueError(f"{path}: this router was trained on {trained_on} features, not {classifier.name}'s; "
+                             "retrain it with scripts/train_router.py")
 
     def __call__(self, images: Sequence[Image.Image]) -> list[float]:
         features = self.classifier.pooled_features(images)
@@ -34,3 +40,10 @@ class PhotoRouter:
 
     def is_photo(self, image: Image.Image) -> bool:
         return self([image])[0] >= self.threshold
+
+
+def _metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
