@@ -11,7 +11,10 @@ expert costs what asking one does; separate expert models would each cost a pass
 
 All variants batch the same way, use channels-last classifiers, and run on the same threads.
 
-    PYTHONPATH=.. python wildlife.py [--photos DIR]        (from bench/)
+    PYTHONPATH=.. python wildlife.py [--photos DIR] [--jpegs DIR]        (from bench/)
+
+`--jpegs DIR` adds a row for the default reading the JPEG files under DIR itself, decoding included
+(camera traps and phones write 1920x1080 or larger JPEGs).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def images(photos: str | None) -> list[Image.Image]:
     return found + [pair, cat.rotate(8), cat.resize((cat.width // 2, cat.height // 2))]
 
 
-def run(pipeline: WildlifePipeline, photos: list[Image.Image], batch: int) -> tuple[float, int]:
+def run(pipeline: WildlifePipeline, photos: list, batch: int) -> tuple[float, int]:
     begin = time.perf_counter()
     detections = 0
     for start in range(0, len(photos), batch):
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--photos", help="a folder of more photos to time (e.g. runs/wildlife-photos)")
+    parser.add_argument("--jpegs", help="a folder of JPEG files to time from disk (e.g. runs/wildlife-photos/wallpapers)")
     args = parser.parse_args()
     photos = images(args.photos)
     base = WildlifePipeline.default()
@@ -75,14 +79,22 @@ def main() -> None:
     for name, (pipeline, batch) in variants.items():
         run(pipeline, photos[:2], batch)  # warm-up
         seconds, detections = min(run(pipeline, photos, batch) for _ in range(args.repeats))
-        rows.append((name, seconds, detections))
+        rows.append((name, seconds, len(photos), detections))
+    if args.jpegs:
+        files = sorted(str(f) for f in Path(args.jpegs).rglob("*.jpg"))
+        sizes = sorted(Image.open(f).size for f in files)
+        pipeline, batch = variants[f"default: NanoDet + activation maps, batches of {args.batch}"]
+        seconds, detections = min(run(pipeline, files, batch) for _ in range(args.repeats))
+        rows.append((f"default, {len(files)} JPEG files of about {sizes[len(sizes) // 2][0]}x{sizes[len(sizes) // 2][1]} "
+                     "read from disk", seconds, len(files), detections))
     print(environment(torch.device("cpu")))
     print(f"{len(photos)} images (the bundled photos{', ' + args.photos if args.photos else ''}, and the cat "
           f"twice side by side, rotated and halved), best of {args.repeats}\n")
     print("| variant | s | images/s | detections | vs default in batches |")
     print("|---|---:|---:|---:|---:|")
-    for name, seconds, detections in rows:
-        print(f"| {name} | {seconds:.2f} | {len(photos) / seconds:.2f} | {detections} | {rows[1][1] / seconds:.2f}x |")
+    default_rate = rows[1][2] / rows[1][1]
+    for name, seconds, count, detections in rows:
+        print(f"| {name} | {seconds:.2f} | {count / seconds:.2f} | {detections} | {count / seconds / default_rate:.2f}x |")
 
 
 if __name__ == "__main__":
