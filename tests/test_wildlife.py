@@ -336,3 +336,17 @@ def test_wildlife_evaluation_scores_labelled_photos(tmp_path):
     labels.write_text("file,animals,group,taxa,people\nchelsea.jpg,1,dragons,x,0\n")
     with pytest.raises(ValueError, match="group 'dragons'"):
         evaluate_main([str(labels), "--root", str(samples)])
+
+
+def test_the_labelled_photo_set_is_complete():
+    """tests/data/wildlife_photos.csv, which scripts/fetch_wildlife_photos.sh fetches the photos of."""
+    from qformer.training.evaluate_wildlife import read_labels
+
+    labels = read_labels(Path(__file__).resolve().parent / "data" / "wildlife_photos.csv")
+    animals = [row for row in labels if row["animals"]]
+    assert len(labels) >= 150 and len({row["file"] for row in labels}) == len(labels)
+    assert all(row["group"] and row["taxa"] for row in animals)
+    assert sum(not row["animals"] and not row["people"] and not row["vehicles"] for row in labels) >= 20
+    assert sum(row["people"] for row in labels) and sum(row["vehicles"] for row in labels)
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "fetch_wildlife_photos.sh").read_text()
+    assert all(row["file"].split("/")[0] in script for row in labels)  # every folder has a source
