@@ -133,9 +133,10 @@ def test_form_fields_are_text_and_images_are_uploads_never_urls(server):
     assert post(url, "/ask", CAT, question="123").status_code == 200  # a number is a question, as typed
     nested = post(url, "/scores", CAT, texts='[["a cat", ["a cup"]]]').json()
     assert nested["texts"] == ['[["a cat", ["a cup"]]]']  # text, never parsed
-    readme_style = requests.post(f"{url}/scores", files=[("image", ("cat.jpg", CAT)), ("texts", (None, "a cat")),
-                                                        ("texts", (None, "a cup"))], timeout=60).json()
-    assert readme_style["texts"] == ["a cat", "a cup"] and readme_style["scores"][0] > readme_style["scores"][1]
+    texts = ["a blue square and a red circle", "a green triangle"]
+    readme_style = requests.post(f"{url}/scores", files=[("image", ("scene.png", SCENE)), ("texts", (None, texts[0])),
+                                                        ("texts", (None, texts[1]))], timeout=60).json()
+    assert readme_style["texts"] == texts and readme_style["scores"][0] > readme_style["scores"][1]
 
 
 def test_malformed_requests_get_a_sentence(server):

