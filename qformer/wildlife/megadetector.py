@@ -73,7 +73,7 @@ def _taxonomy(name: str, knowledge: Knowledge) -> str:
 def from_megadetector(data: dict) -> list[ImageResult]:
     """Results back from a file `to_megadetector` wrote (to resume a finished run with new images).
     Raises ValueError when the file does not have that shape."""
-    from .pipeline import Animal
+    from .policy import Animal
 
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError("it has no 'images' list, so it is not a MegaDetector batch results file")

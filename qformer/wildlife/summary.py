@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-from .pipeline import Animal, ImageResult
+from .pipeline import ImageResult
+from .policy import Animal
 
 IUCN = {"LC": "least concern", "NT": "near threatened", "VU": "vulnerable", "EN": "endangered",
         "CR": "critically endangered", "EW": "extinct in the wild", "EX": "extinct", "DD": "data deficient"}
