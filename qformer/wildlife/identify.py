@@ -1,5 +1,6 @@
-"""From an expert's species scores to an answer: geofence, then the species if it is sure enough,
-else the lowest taxon (genus, family, order, class) whose summed score is."""
+"""From an expert's species scores to an answer: geofence, then the best class if it is sure enough
+(a species, or the genus or family that an ImageNet class such as "flamingo" stands for), else the
+lowest taxon (genus, family, order, class) whose summed score is."""
 
 from __future__ import annotations
 
@@ -15,8 +16,24 @@ class Identification:
     rank: str  # "species" (breeds included), "genus", "family", "order" or "class"
     score: float
     prediction_source: str  # "expert" or "rollup"
-    label: str | None = None  # the species' label, when named at species level
+    label: str | None = None  # the class's label, when one class is named (not a sum)
+    scientific_name: str | None = None
     suppressed: list[str] = field(default_factory=list)  # species the country filter removed
+
+
+def one_class(label: str, score: float, knowledge: Knowledge, suppressed: list[str] | None = None
+              ) -> Identification | None:
+    """What one class names on its own: its species, or the genus or family it stands for (ImageNet's
+    "flamingo" is the family Phoenicopteridae); None for a class the knowledge base cannot place."""
+    if label in knowledge.species:
+        species = knowledge.species[label]
+        return Identification(knowledge.name_of(label), "species", score, "expert", label, species.scientific_name,
+                              list(suppressed or []))
+    taxa = knowledge.taxa_of(label)
+    rank = next((r for r in ("genus", "family") if taxa.get(r)), None)
+    if rank is None:
+        return None
+    return Identification(knowledge.name_of(label), rank, score, "expert", label, taxa[rank], list(suppressed or []))
 
 
 def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 0.5,
@@ -40,10 +57,14 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
     if not scores:
         return None
     scores = {k: v * group_probability for k, v in scores.items()}
+    limits = dict(rank_thresholds or {})
     best = max(scores, key=scores.get)
-    # only species with a knowledge-base entry are named; the rest can still count toward a taxon
-    if scores[best] >= threshold and best in knowledge.species:
-        return Identification(knowledge.name_of(best), "species", scores[best], "expert", best, suppressed)
+    single = one_class(best, scores[best], knowledge, suppressed)
+    # a class that stands for a whole genus or family ("flamingo", "hare") needs that rank's threshold,
+    # not the species': such a class is where ImageNet puts the animals it has no class for (a rabbit
+    # is a "hare")
+    if single and scores[best] >= max(threshold, limits.get(single.rank, threshold)):
+        return single
     # breeds of one species (tabby, Persian, ...) add up to the species
     by_species: dict[str, list[str]] = {}
     for label in scores:
@@ -54,7 +75,8 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
         total = sum(scores[k] for k in members)
         if total >= threshold and len(members) > 1:
             top = max(members, key=scores.get)
-            return Identification(knowledge.species[top].common_name, "species", total, "rollup", top, suppressed)
+            species = knowledge.species[top]
+            return Identification(species.common_name, "species", total, "rollup", top, species.scientific_name, suppressed)
     for rank in RANKS:
         sums: dict[str, float] = {}
         for label, score in scores.items():
@@ -63,6 +85,6 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
                 sums[taxon] = sums.get(taxon, 0.0) + score
         if sums:
             taxon = max(sums, key=sums.get)
-            if sums[taxon] >= (rank_thresholds or {}).get(rank, threshold):
-                return Identification(taxon, rank, sums[taxon], "rollup", None, suppressed)
+            if sums[taxon] >= limits.get(rank, threshold):
+                return Identification(taxon, rank, sums[taxon], "rollup", None, taxon, suppressed)
     return None

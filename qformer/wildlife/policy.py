@@ -100,9 +100,10 @@ def decide(evidence: Evidence, knowledge: Knowledge, at: Thresholds = Thresholds
         return animal
     animal.name, animal.rank, animal.score = found.name, found.rank, found.score
     animal.prediction_source, animal.suppressed_by_country = found.prediction_source, found.suppressed
+    animal.scientific_name = found.scientific_name
     if found.label in knowledge.species:
         entry = knowledge.species[found.label]
-        animal.scientific_name, animal.habitat = entry.scientific_name, entry.habitat
+        animal.habitat = entry.habitat
         animal.iucn_category, animal.iucn_year = entry.iucn_category, entry.iucn_year
         animal.domesticated = entry.domesticated
         animal.breed = entry.breed if found.prediction_source == "expert" else None  # summed breeds: unsure which
