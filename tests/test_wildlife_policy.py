@@ -69,3 +69,13 @@ def test_calibration_picks_the_thresholds_that_meet_the_precision_target(knowled
     assert replay(photos, labels, knowledge, Thresholds(species=0.5))["wrong"] == 1
     at, scores = fit(photos, labels, precision=1.0)
     assert at.species == 0.6 and (scores["right"], scores["wrong"], scores["species_right"]) == (3, 0, 2)
+
+
+def test_a_class_that_stands_for_a_family_is_named_by_its_own_name_at_the_familys_threshold(knowledge):
+    flamingo, pelican = "n02007558", "n02051845"  # ImageNet classes of whole families
+    scores = {flamingo: 0.8, pelican: 0.2}
+    sure = decide(evidence(animal=1.0, species=scores), knowledge, Thresholds(species=0.5, family=0.75))
+    assert (sure.name, sure.rank, sure.scientific_name) == ("flamingo", "family", "Phoenicopteridae")
+    # below the family's threshold the class alone is not enough, though it is above the species'
+    unsure = decide(evidence(animal=1.0, species=scores), knowledge, Thresholds(species=0.5, family=0.85))
+    assert unsure.rank not in ("species", "genus", "family")
