@@ -2,7 +2,7 @@
 
 `--shape paper`: ViT-g + Q-Former + OPT-2.7B (random weights, bf16), 30 new tokens, batch 1 and 16.
 `--shape small`: a tiny model of the same layout, so the script runs on a CPU.
-Both models come from one transformers checkpoint, imported with `qformer.convert`.
+Both models come from one transformers checkpoint, imported with `qformer.bridge.convert`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from transformers import Blip2Config, Blip2ForConditionalGeneration, ByT5Tokenizer
 
 import qformer
-from qformer.convert import convert_from_transformers
+from qformer.bridge.convert import convert_from_transformers
 
 from common import environment, time_ms
 
@@ -93,7 +93,7 @@ def main() -> None:
             run("transformers", lambda: hf.generate(pixel_values=pixels, input_ids=ids, **common)[:, -NEW_TOKENS:])
             run("qformer", lambda: ours.generate(pixels.float(), ids, **common))
             # a static KV cache, decoded by transformers' loop (an option our loop does not take sends it there;
-            # repetition_penalty=1.0 changes no logit) and by ours (`qformer.decoding`); both use CUDA graphs on a GPU
+            # repetition_penalty=1.0 changes no logit) and by ours (`qformer.lm.decoding`); both use CUDA graphs on a GPU
             static = dict(common, cache_implementation="static")
             run("transformers + static cache",
                 lambda: hf.generate(pixel_values=pixels, input_ids=ids, **static)[:, -NEW_TOKENS:])

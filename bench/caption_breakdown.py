@@ -10,7 +10,7 @@ import torch
 from transformers import Blip2Config, Blip2ForConditionalGeneration, ByT5Tokenizer
 
 import qformer
-from qformer.convert import convert_from_transformers
+from qformer.bridge.convert import convert_from_transformers
 
 from caption import IMAGE_TOKEN_ID, NEW_TOKENS, SHAPES
 from common import time_ms

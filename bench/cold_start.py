@@ -26,7 +26,7 @@ start = time.perf_counter()
 import qformer
 how = sys.argv[3]
 if how.startswith("lite="):  # an exported folder on the torch-free runtime
-    from qformer.lite import LiteCaptioner
+    from qformer.deploy.lite import LiteCaptioner
     model = LiteCaptioner(how[len("lite="):])
 elif how == "routed":  # the routed captioner: photos grounded, drawings to the bridge
     from qformer.grounded import load_captioner
@@ -80,7 +80,7 @@ def main() -> None:
                  (f"cold start, {bits} LM on onnxruntime", bits, args.images)]
     plan += [("exported folder: visual graph + fp32 LM on onnxruntime", f"folder={exported / 'fp32'}", args.images),
              ("exported folder: visual graph + int4 LM on onnxruntime", f"folder={exported / 'int4'}", args.images),
-             ("exported folder, int4, without torch (`qformer.lite`)", f"lite={exported / 'int4'}", args.images)]
+             ("exported folder, int4, without torch (`qformer.deploy.lite`)", f"lite={exported / 'int4'}", args.images)]
     if args.model == "default":  # the routed default on photos (grounded) and on drawings (the bridge)
         plan += [(f"routed default, {len(photos)} photos", "routed", photos),
                  (f"routed default, {len(drawings)} drawings", "routed", drawings)]

@@ -25,9 +25,9 @@ from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_
 
 import qformer
 from common import environment
-from qformer.images import load_image
-from qformer.exported import VISUAL_GRAPH
-from qformer.onnx_export import export_onnx
+from qformer.processing.images import load_image
+from qformer.deploy.exported import VISUAL_GRAPH
+from qformer.deploy.export import export_onnx
 from qformer.training.metrics import caption_scores
 from qformer.wildlife.classifiers import LITE0, LITE2, ImageNetClassifier
 

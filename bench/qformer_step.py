@@ -14,8 +14,8 @@ import torch
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from qformer.config import QFormerConfig
-from qformer.convert import key_pairs
-from qformer.qformer import QFormer
+from qformer.bridge.convert import key_pairs
+from qformer.bridge.qformer import QFormer
 
 from common import environment, time_ms
 

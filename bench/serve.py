@@ -25,7 +25,7 @@ import torch
 
 from common import environment
 from qformer.grounded import load_captioner
-from qformer.images import load_image
+from qformer.processing.images import load_image
 from qformer.wildlife import WildlifePipeline
 
 PHOTO = Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg"

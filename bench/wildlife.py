@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from common import environment
-from qformer.images import load_image
+from qformer.processing.images import load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import find_images
 

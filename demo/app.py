@@ -18,11 +18,11 @@ import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
 import qformer
-from qformer.attention_maps import heatmaps
-from qformer.factory import DEFAULT_MODEL
+from qformer.bridge.attention_maps import heatmaps
+from qformer.bridge.factory import DEFAULT_MODEL
 from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner
 from qformer.grounded.loading import photo_parts
-from qformer.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
+from qformer.processing.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import describe_detector
 from qformer.wildlife.knowledge import check_country

@@ -9,12 +9,13 @@ import importlib
 from typing import Any
 
 from .config import Blip2Config, ConfigError, LMConfig, QFormerConfig, VisionConfig
-from .images import ImageLoadError, load_image
+from .processing.images import ImageLoadError, load_image
 
 __version__ = "0.1.0"
 
 # public names whose modules import torch and transformers: loaded on first use (PEP 562)
-_LAZY = {"Blip2": ".model", "create_model": ".factory", "get_config": ".factory", "list_models": ".factory"}
+_LAZY = {"Blip2": ".bridge.model", "create_model": ".bridge.factory", "get_config": ".bridge.factory",
+         "list_models": ".bridge.factory"}
 
 
 def __getattr__(name: str) -> Any:

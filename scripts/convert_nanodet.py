@@ -281,7 +281,7 @@ def check_against_tfjs(files: dict[str, bytes], model_path: Path, photos: list[P
     onnxruntime: the largest absolute difference of the class scores and of the box distributions."""
     import onnxruntime
 
-    from qformer.images import load_image
+    from qformer.processing.images import load_image
     from qformer.wildlife.nanodet import NanoDet
 
     folder = Path(tempfile.mkdtemp())

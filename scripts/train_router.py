@@ -26,7 +26,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from qformer.grounded.router import ROUTER
-from qformer.images import load_image
+from qformer.processing.images import load_image
 from qformer.training import emoji, scenes
 from qformer.wildlife.classifiers import LITE0, ImageNetClassifier
 

@@ -42,7 +42,7 @@ def main() -> int:
                 kill()
 
         batch.write_json = write_then_die
-        from qformer.cli import main as cli
+        from qformer.cli.main import main as cli
 
         return cli(["wildlife", *argv])
     raise SystemExit(f"unknown command {what!r}")

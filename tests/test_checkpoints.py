@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import qformer
-from qformer.checkpoint import CheckpointError
+from qformer.bridge.checkpoint import CheckpointError
 
 from .conftest import build
 

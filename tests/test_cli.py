@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from qformer.cli import main
+from qformer.cli.main import main
 
 
 @pytest.fixture

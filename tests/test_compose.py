@@ -9,7 +9,7 @@ import torch
 
 from qformer.compose import Chain, Graph, Node, Parallel, Route, Switch, mean, stacking, vote, weighted
 from qformer.config import LMConfig
-from qformer.llm import FrozenLM
+from qformer.lm.frozen_lm import FrozenLM
 
 
 def test_chain_passes_values_and_times_every_node():
@@ -45,9 +45,13 @@ def test_node_with_two_outputs_and_a_wrong_count_is_an_error():
 
 
 def test_device_placement_moves_module_and_tensor_inputs():
+    # a real move on any machine: to the GPU where there is one, else to the meta device (shapes only)
+    target = "cuda" if torch.cuda.is_available() else "meta"
     layer = torch.nn.Linear(2, 1)
-    node = Node("linear", layer, ["x"], "y", device="cpu")
-    assert Graph(node)(x=torch.ones(1, 2))["y"].shape == (1, 1)
+    node = Node("linear", layer, ["x"], "y", device=target)
+    assert layer.weight.device.type == target
+    y = Graph(node)(x=torch.ones(1, 2))["y"]  # the input starts on the CPU
+    assert y.device.type == target and y.shape == (1, 1)
 
 
 def test_parallel_branches_run_at_the_same_time():

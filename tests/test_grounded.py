@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qformer.cli import main
+from qformer.cli.main import main
 from qformer.grounded import Facts, GroundedCaptioner, PhotoRouter, Thing, load_captioner
 from qformer.grounded.colour import dominant_colour
 from qformer.grounded.language import CANNOT, answer, caption, plural, singular
@@ -131,7 +131,7 @@ def test_cli_records_the_route_and_the_facts(samples, capsys):
 def test_heatmaps_are_painted_only_where_the_encoder_looked(tiny, cat):
     from dataclasses import replace
 
-    from qformer.attention_maps import heatmaps, seen_box
+    from qformer.bridge.attention_maps import heatmaps, seen_box
 
     preprocess = replace(tiny.vision.preprocessor, size=224, crop_pct=0.875)
     assert seen_box(preprocess, 451, 300) == (94, 19, 357, 281)  # short side 300 -> 256, centre 224 kept

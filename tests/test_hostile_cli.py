@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import qformer
-from qformer.cli import main, printable
+from qformer.cli.main import main, printable
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import qformer
-from qformer.checkpoint import CheckpointError
-from qformer.cli import main
+from qformer.bridge.checkpoint import CheckpointError
+from qformer.cli.main import main
 from qformer.config import Blip2Config, ConfigError
-from qformer.weights import WeightsError
+from qformer.pretrained.weights import WeightsError
 from qformer.training.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

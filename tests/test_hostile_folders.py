@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 import qformer
-from qformer.cli import main
+from qformer.cli.main import main
 from qformer.config import ConfigError
-from qformer.exported import MANIFEST, LM_FOLDER
+from qformer.deploy.exported import MANIFEST, LM_FOLDER
 from qformer.files import sha256_of
-from qformer.lite import LiteCaptioner
-from qformer.onnx_engine import EMBEDDINGS, GRAPH, OnnxCausalLM
-from qformer.onnx_export import export_onnx
+from qformer.deploy.lite import LiteCaptioner
+from qformer.deploy.engine import EMBEDDINGS, GRAPH, OnnxCausalLM
+from qformer.deploy.export import export_onnx
 
 from .conftest import SAMPLES
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qformer.cli import main
+from qformer.cli.main import main
 from qformer.config import ConfigError
 from qformer.training.recipe import load_recipe
 

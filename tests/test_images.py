@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qformer.images import ImageLoadError, load_image
+from qformer.processing.images import ImageLoadError, load_image
 
 
 def save(image: Image.Image, path, **kwargs):

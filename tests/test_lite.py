@@ -1,4 +1,4 @@
-"""The torch-free runtime of an exported folder (`qformer.lite`): the torch path's answers token for
+"""The torch-free runtime of an exported folder (`qformer.deploy.lite`): the torch path's answers token for
 token, no torch in the process, the CLI's choice of it, and hostile manifests refused by name."""
 
 import json
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import qformer
-from qformer.cli import main
-from qformer.exported import MANIFEST
+from qformer.cli.main import main
+from qformer.deploy.exported import MANIFEST
 from qformer.files import sha256_of
-from qformer.lite import LiteCaptioner
-from qformer.onnx_export import export_onnx
+from qformer.deploy.lite import LiteCaptioner
+from qformer.deploy.export import export_onnx
 
 from .conftest import random_photo
 
@@ -102,7 +102,7 @@ def test_a_hostile_or_old_manifest_is_refused_by_name(exported, tmp_path):
 
 
 def test_an_embedding_table_with_a_lying_header_is_refused(tmp_path):
-    from qformer.onnx_engine import mapped_table
+    from qformer.deploy.engine import mapped_table
 
     path = tmp_path / "table.safetensors"
     header = json.dumps({"weight": {"dtype": "F32", "shape": [1000, 8], "data_offsets": [0, 32000]}}).encode()

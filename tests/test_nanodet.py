@@ -31,7 +31,7 @@ def test_the_shipped_model_is_the_one_its_provenance_describes():
 
 
 def test_a_person_gets_a_tight_box(detector):
-    from qformer.images import load_image
+    from qformer.processing.images import load_image
 
     (found,) = detector([load_image(str(SAMPLES / "astronaut.jpg"))])
     people = [d for d in found if d.category == "person"]
@@ -41,7 +41,7 @@ def test_a_person_gets_a_tight_box(detector):
 
 
 def test_coco_objects_and_megadetector_categories(detector):
-    from qformer.images import load_image
+    from qformer.processing.images import load_image
 
     (found,) = detector([load_image(str(SAMPLES / "coffee.jpg"))])
     assert "cup" in [d.label for d in found]

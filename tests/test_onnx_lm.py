@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import qformer
-from qformer import lm_loading
-from qformer.cli import main
+from qformer.lm import loading as lm_loading
+from qformer.cli.main import main
 from qformer.config import ConfigError, LMConfig
-from qformer.exported import LM_FOLDER
+from qformer.deploy.exported import LM_FOLDER
 from qformer.files import sha256_of
-from qformer.lm_loading import load_onnx_language_model
-from qformer.onnx_export import export_onnx
-from qformer.onnx_engine import GRAPH, MANIFEST, OnnxCausalLM
+from qformer.lm.loading import load_onnx_language_model
+from qformer.deploy.export import export_onnx
+from qformer.deploy.engine import GRAPH, MANIFEST, OnnxCausalLM
 
 from .conftest import random_photo
 
@@ -72,7 +72,11 @@ def test_the_engine_decodes_greedily_for_inference_only(cache):
     with pytest.raises(ValueError, match="inference only"):
         model.lm.loss(torch.zeros(1, 4, model.lm.hidden_size), torch.ones(1, 3, dtype=torch.long),
                       torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
-    assert model.lm.generate_text(["a photo"], max_new_tokens=3)  # the plain-text path decodes too
+    # the plain-text path decodes on the engine too: the same tokens as the embeddings' path
+    (text,) = model.lm.generate_text(["a photo"], max_new_tokens=3)
+    ids = model.lm.tokenizer(["a photo"], add_special_tokens=False, return_tensors="pt")
+    tokens = model.lm.generate_from_embeds(model.lm.embed(ids.input_ids), ids.attention_mask, max_new_tokens=3)
+    assert text == model.lm.tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
 
 
 def test_quantize_is_checked_and_a_seq2seq_lm_is_refused(cache):
@@ -148,11 +152,15 @@ def test_a_graph_whose_weights_lie_outside_its_folder_is_refused(tmp_path, locat
 
 
 def test_an_engine_folder_loads_on_its_own(tmp_path):
-    export_onnx(qformer.create_model("tiny-random"), tmp_path / "out")
-    engine = OnnxCausalLM(tmp_path / "out" / LM_FOLDER)
+    model = qformer.create_model("tiny-random").eval()
+    export_onnx(model, tmp_path / "out")
+    engine = OnnxCausalLM(tmp_path / "out" / LM_FOLDER)  # the folder alone: no model, no cache
+    torch.manual_seed(0)
     embeds, mask = torch.randn(2, 5, engine.embeddings.shape[1]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     tokens = engine.greedy(embeds.numpy(), mask.numpy(), max_new_tokens=4, eos_token_id=None, pad_token_id=0)
-    assert tokens.shape == (2, 4)
+    # float32 weights: the engine's greedy tokens are torch's, left padding included
+    expected = model.lm.generate_from_embeds(embeds, mask, max_new_tokens=4, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(torch.from_numpy(tokens), expected)
 
 
 def test_cli_quantize(tmp_path, cat, cache, capsys):
@@ -185,7 +193,7 @@ def _snap_to_gguf_grids(lm: torch.nn.Module) -> None:
 
 
 def test_int4_keeps_weights_that_came_from_a_gguf_file_exactly(tmp_path):
-    from qformer.onnx_lm import export_causal_lm
+    from qformer.deploy.onnx_lm import export_causal_lm
 
     model = qformer.create_model("tiny-random")
     lm = model.lm.model

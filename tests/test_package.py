@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qformer.cli import main
+from qformer.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "timm", "gradio", "datasets", "open_clip", "accelerate")

@@ -8,7 +8,7 @@ from skimage import data
 
 from qformer.config import ConfigError, VisionConfig
 from qformer.encoders import build_encoder
-from qformer.weights import load_by_position, package_file
+from qformer.pretrained.weights import load_by_position, package_file
 from qformer.wildlife.classifiers import LITE0 as LITE0_CLASSIFIER
 from qformer.wildlife.classifiers import LITE2 as LITE2_CLASSIFIER
 from qformer.wildlife.classifiers import ImageNetClassifier

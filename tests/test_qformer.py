@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from qformer.config import QFormerConfig
-from qformer.qformer import QFormer, attention_mask
+from qformer.bridge.qformer import QFormer, attention_mask
 
 Q = 3
 

@@ -12,8 +12,8 @@ from transformers import (
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 import qformer
-from qformer.checkpoint import CheckpointError
-from qformer.convert import _load_pairs, convert_from_transformers, convert_to_transformers, key_pairs
+from qformer.bridge.checkpoint import CheckpointError
+from qformer.bridge.convert import _load_pairs, convert_from_transformers, convert_to_transformers, key_pairs
 
 IMAGE_TOKEN_ID = 384  # "<image>", added to the byte tokenizer's 384 tokens; the LMs have spare rows
 Q = 4
@@ -199,7 +199,7 @@ def test_export_needs_a_blip2_vision_tower():
 
 
 def test_convert_command_both_ways(tmp_path, cat):
-    from qformer.cli import main
+    from qformer.cli.main import main
 
     source = tmp_path / "hf"
     tiny_blip2("opt").save_pretrained(source)

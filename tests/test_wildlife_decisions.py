@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qformer.images import letterbox
+from qformer.processing.images import letterbox
 from qformer.wildlife import Detection, Thresholds, WildlifePipeline
 from qformer.wildlife.fusion import fuse
 

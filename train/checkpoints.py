@@ -24,7 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from qformer.checkpoint import bridge_state_dict, load_bridge_state, read_bridge
+from qformer.bridge.checkpoint import bridge_state_dict, load_bridge_state, read_bridge
 
 from .recipe import TrainConfig
 

@@ -17,7 +17,7 @@ import datasets
 import torch
 from PIL import Image
 
-from qformer.images import ImageLoadError, load_image
+from qformer.processing.images import ImageLoadError, load_image
 
 
 class DataError(ValueError):

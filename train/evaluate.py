@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 import qformer
-from qformer.images import ImageLoadError
+from qformer.processing.images import ImageLoadError
 
 from .data import decode, has_caption, text_of
 from .metrics import caption_scores, retrieval_recall, vqa_accuracy

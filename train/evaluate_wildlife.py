@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from qformer.images import load_image
+from qformer.processing.images import load_image
 from qformer.wildlife import GROUPS, WildlifePipeline
 from qformer.wildlife.classifiers import LITE2, ImageNetClassifier
 from qformer.wildlife.identify import identify, one_class

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from qformer.images import ImageLoadError, load_image
+from qformer.processing.images import ImageLoadError, load_image
 from qformer.wildlife.classifiers import LITE2, ImageNetClassifier
 from qformer.wildlife.expert_head import TrainedExpert
 from qformer.wildlife.knowledge import GROUPS

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from ..config import ConfigError, VisionConfig
-from ..frozen import Frozen
-from ..preprocess import Preprocess
+from ..pretrained.frozen import Frozen
+from ..processing.preprocess import Preprocess
 
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
 

@@ -8,8 +8,8 @@ import torch
 import transformers
 
 from ..config import ConfigError, VisionConfig
-from ..frozen import check_parameter_count
-from ..weights import load_safetensors_model
+from ..pretrained.frozen import check_parameter_count
+from ..pretrained.weights import load_safetensors_model
 from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
 SUPPORTED = ("CLIPVisionModel", "SiglipVisionModel", "Dinov2Model", "Blip2VisionModel")

@@ -12,7 +12,7 @@ open_clip = require("open_clip", "the open_clip vision backend")
 from open_clip.transformer import VisionTransformer  # noqa: E402
 
 from ..config import ConfigError, VisionConfig
-from ..weights import WeightsError
+from ..pretrained.weights import WeightsError
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
 # Settings of the model's own config that a config may override; loader options are refused.

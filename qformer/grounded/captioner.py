@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..compose import Chain, Graph, Node, Switch
-from ..images import ImageInput, ImageLoadError, load_image
-from ..prompts import check_question, check_questions, questions_for
+from ..processing.images import ImageInput, ImageLoadError, load_image
+from ..processing.prompts import check_question, check_questions, questions_for
 from .facts import FactFinder, Facts
 from .language import answer, caption
 

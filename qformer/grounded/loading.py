@@ -33,7 +33,7 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
     A converted BLIP-2 checkpoint answers everything through its own bridge. `quantize` ("int8",
     "int4") runs the bridge's language model on onnxruntime with block-wise low-bit weights; "none"
     keeps it in torch; None lets the default's bridge run its int4 engine on a CPU (see below)."""
-    from ..factory import DEFAULT_MODEL, create_model
+    from ..bridge.factory import DEFAULT_MODEL, create_model
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))

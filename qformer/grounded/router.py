@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..weights import read_state_dict
+from ..pretrained.weights import read_state_dict
 
 ROUTER = Path(__file__).resolve().parent / "data" / "router.safetensors"
 

@@ -30,7 +30,7 @@ _lock = threading.Lock()  # one bridge per process, shared by threads: its token
 
 @cache
 def _bridge(model: str):
-    from ..factory import create_model
+    from ..bridge.factory import create_model
 
     return create_model(model).eval()
 

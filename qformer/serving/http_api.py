@@ -21,7 +21,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..images import MAX_UPLOAD_BYTES
+from ..processing.images import MAX_UPLOAD_BYTES
 from .uploads import UploadError, checked_question, checked_texts, decoded_upload
 from .workers import is_refusal
 

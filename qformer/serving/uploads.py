@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..images import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, ImageLoadError, image_size, load_image
-from ..prompts import MAX_QUESTION_CHARS, check_question
+from ..processing.images import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, ImageLoadError, image_size, load_image
+from ..processing.prompts import MAX_QUESTION_CHARS, check_question
 
 # The models look at 224 to 416 pixels; a crop of a small animal keeps detail at 2048.
 SERVED_MAX_SIDE = 2048

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
-from ..images import ImageLoadError
+from ..processing.images import ImageLoadError
 
 
 def refusal(status: int, error: BaseException | str) -> dict:

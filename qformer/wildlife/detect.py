@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.v2.functional import normalize, pil_to_tensor, to_dtype
 
-from ..images import network_size
+from ..processing.images import network_size
 from .classifiers import ImageNetClassifier
 from .knowledge import Knowledge
 

@@ -18,7 +18,7 @@ import torchvision
 from PIL import Image
 
 from ..extras import require
-from ..onnx_runtime import open_session
+from ..deploy.runtime import open_session
 from .detect import Detection, xywh
 
 MODEL = Path(__file__).resolve().parent / "data" / "nanodet-m.onnx"

