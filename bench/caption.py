@@ -12,12 +12,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import environment, time_ms
 from transformers import Blip2Config, Blip2ForConditionalGeneration, ByT5Tokenizer
 
 import qformer
 from qformer.bridge.convert import convert_from_transformers
-
-from common import environment, time_ms
 
 NEW_TOKENS = 30
 IMAGE_TOKEN_ID = 384  # "<image>" added to the byte tokenizer (the tokenizer only names ids here)
@@ -93,7 +92,8 @@ def main() -> None:
             run("transformers", lambda: hf.generate(pixel_values=pixels, input_ids=ids, **common)[:, -NEW_TOKENS:])
             run("qformer", lambda: ours.generate(pixels.float(), ids, **common))
             # a static KV cache, decoded by transformers' loop (an option our loop does not take sends it there;
-            # repetition_penalty=1.0 changes no logit) and by ours (`qformer.lm.decoding`); both use CUDA graphs on a GPU
+            # repetition_penalty=1.0 changes no logit) and by ours (`qformer.lm.decoding`); both use CUDA graphs on a
+            # GPU
             static = dict(common, cache_implementation="static")
             run("transformers + static cache",
                 lambda: hf.generate(pixel_values=pixels, input_ids=ids, **static)[:, -NEW_TOKENS:])

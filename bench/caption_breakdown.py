@@ -7,13 +7,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from caption import IMAGE_TOKEN_ID, NEW_TOKENS, SHAPES
+from common import time_ms
 from transformers import Blip2Config, Blip2ForConditionalGeneration, ByT5Tokenizer
 
 import qformer
 from qformer.bridge.convert import convert_from_transformers
-
-from caption import IMAGE_TOKEN_ID, NEW_TOKENS, SHAPES
-from common import time_ms
 
 device = torch.device("cuda")
 shape, dtype = SHAPES["paper"], torch.bfloat16
@@ -27,7 +26,8 @@ if not (work / "ours").exists():
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     tokenizer.save_pretrained(work / "hf")
     convert_from_transformers(str(work / "hf"), work / "ours")
-ours = qformer.Blip2.from_pretrained(work / "ours", **{"vision.dtype": "bfloat16", "lm.dtype": "bfloat16"}).to(device).eval()
+ours = qformer.Blip2.from_pretrained(work / "ours",
+                                     **{"vision.dtype": "bfloat16", "lm.dtype": "bfloat16"}).to(device).eval()
 pixels = torch.randn(1, 3, 224, 224, device=device)
 ids = torch.full((1, 32), IMAGE_TOKEN_ID, device=device)
 gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0, eos_token_id=1)
@@ -50,6 +50,7 @@ with torch.no_grad():
     ours.qformer = torch.compile(ours.qformer, mode="reduce-overhead")
     rows["vision (CUDA graphs)"] = lambda: ours.vision(pixels)
     rows["q-former (CUDA graphs)"] = lambda: ours.query_outputs(tokens)
-    rows["whole caption, all compiled + static cache"] = lambda: ours.generate(pixels, ids, cache_implementation="static", **gen)
+    rows["whole caption, all compiled + static cache"] = lambda: ours.generate(pixels, ids,
+                                                                               cache_implementation="static", **gen)
     for name, fn in rows.items():
         print(f"| {name} | {time_ms(fn, device, warmup=3, repeats=5):.1f} ms |", flush=True)

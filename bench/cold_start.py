@@ -93,9 +93,11 @@ def main() -> None:
     import torch
 
     print(f"model: {args.model} | {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads | "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} | up to {args.tokens} new tokens | images: {', '.join(Path(i).name for i in args.images)}")
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} | up to {args.tokens} new tokens | "
+          f"images: {', '.join(Path(i).name for i in args.images)}")
     shutil.rmtree(exported)
-    print("| run | process start to first caption (s) | of which import + load (s) | warm caption per image, median (s) "
+    print("| run | process start to first caption (s) | of which import + load (s) | warm "
+          "caption per image, median (s) "
           "| decoding, tokens/s | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
     for (name, _, _), r in zip(plan, runs):

@@ -14,7 +14,8 @@ import qformer
 
 
 def environment(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return (f"device: {name} | torch {torch.__version__} | transformers {transformers.__version__} | "
             f"qformer {qformer.__version__}")
 

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from common import environment
 from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
 
 import qformer
-from common import environment
-from qformer.processing.images import load_image
-from qformer.deploy.exported import VISUAL_GRAPH
 from qformer.deploy.export import export_onnx
+from qformer.deploy.exported import VISUAL_GRAPH
+from qformer.processing.images import load_image
 from qformer.training.metrics import caption_scores
-from qformer.wildlife.classifiers import LITE0, LITE2, ImageNetClassifier
+from qformer.vision.classifiers import LITE0, LITE2, ImageNetClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,17 +109,21 @@ def main() -> None:
         runner = session(path)
         with torch.no_grad():
             torch_ms = median_ms(lambda: classifier.model(pixels), repeats=5)
-            difference = float((torch.from_numpy(runner.run(None, {"x": pixels.numpy()})[0]) - classifier.model(pixels)).abs().max())
+            exported = torch.from_numpy(runner.run(None, {"x": pixels.numpy()})[0])
+            difference = float((exported - classifier.model(pixels)).abs().max())
         onnx_ms = median_ms(lambda: runner.run(None, {"x": pixels.numpy()}), repeats=5)
         classifiers.append((name, len(photos) / torch_ms * 1e3, len(photos) / onnx_ms * 1e3, difference))
 
     print(environment(torch.device("cpu")) + f" | onnxruntime {ort.__version__}")
     print(f"visual path of the default bridge; quality on the first {len(rows)} of {Path(args.drawings).name}\n")
-    print("| visual path | ms, 1 image | ms per image, batch 8 | max abs diff vs torch | warm caption, s | captions = torch fp32's | BLEU-4 | CIDEr |")
+    print("| visual path | ms, 1 image | ms per image, batch 8 | max abs diff vs torch | warm caption, s | captions = "
+          "torch fp32's | BLEU-4 | CIDEr |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, ms1, ms8, error, caption_ms, same, bleu, cider, _ in table:
-        print(f"| {name} | {ms1:.1f} | {ms8:.1f} | {error:.1e} | {caption_ms / 1e3:.3f} | {same:.2f} | {bleu:.3f} | {cider:.3f} |")
-    print(f"\n| classifier ({len(photos)} photos, one batch) | torch images/s | ONNX Runtime images/s | max abs logit diff |")
+        print(f"| {name} | {ms1:.1f} | {ms8:.1f} | {error:.1e} | {caption_ms / 1e3:.3f} | {same:.2f} | "
+              f"{bleu:.3f} | {cider:.3f} |")
+    print(f"\n| classifier ({len(photos)} photos, one batch) | torch images/s | ONNX Runtime "
+          f"images/s | max abs logit diff |")
     print("|---|---:|---:|---:|")
     for name, torch_rate, onnx_rate, difference in classifiers:
         print(f"| {name} | {torch_rate:.1f} | {onnx_rate:.1f} | {difference:.1e} |")

@@ -11,13 +11,12 @@ import argparse
 import contextlib
 
 import torch
+from common import environment, time_ms
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from qformer.config import QFormerConfig
 from qformer.bridge.convert import key_pairs
 from qformer.bridge.qformer import QFormer
-
-from common import environment, time_ms
+from qformer.config import QFormerConfig
 
 SHAPES = {
     "paper": dict(hidden=768, layers=12, heads=12, ffn=3072, queries=32, tokens=257, width=1408, batch=64),
@@ -126,8 +125,8 @@ def main() -> None:
     for level, timed in results:
         (theirs, _), (mine, _) = timed["transformers"], timed["qformer"]
         print(f"| {level} | {theirs:.1f} | {mine:.1f} | {shape['batch'] / mine * 1e3:.0f} | {theirs / mine:.2f}x |")
-    print(f"first losses within {max(abs(l - reference_loss) / reference_loss for _, t in results for _, l in t.values()):.2%} "
-          "of the fp32 loss")
+    spread = max(abs(loss - reference_loss) / reference_loss for _, t in results for _, loss in t.values())
+    print(f"first losses within {spread:.2%} of the fp32 loss")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import requests
 import torch
-
 from common import environment
+
 from qformer.grounded import load_captioner
 from qformer.processing.images import load_image
 from qformer.wildlife import WildlifePipeline
@@ -68,7 +68,8 @@ def start_server(engine: str, max_batch: int) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(1)
     os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError(f"{engine} (--max-batch {max_batch}) did not start; its output: {Path(log.name).read_text()[-3000:]}")
+    raise RuntimeError(f"{engine} (--max-batch {max_batch}) did not start; its output: "
+                       f"{Path(log.name).read_text()[-3000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:

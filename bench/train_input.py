@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import environment
 from PIL import Image
 from skimage import data
 
-from common import environment
 from qformer.training.loop import train
 from qformer.training.recipe import load_recipe
 
@@ -69,7 +69,8 @@ def main() -> None:
             started = time.perf_counter()
             rate = images_per_second(folder, Path(tmp) / f"run-{workers}", workers, args.steps, args.batch)
             rows.append((workers, rate, time.perf_counter() - started))
-    print(f"\nTraining input pipeline, stage 1, batch {args.batch}, 1600x1200 JPEGs | {environment(torch.device('cpu'))}")
+    print(f"\nTraining input pipeline, stage 1, batch {args.batch}, 1600x1200 JPEGs | "
+          f"{environment(torch.device('cpu'))}")
     print("| data.num_workers | images/s (median step) | vs 0 workers | run, s |")
     print("|---:|---:|---:|---:|")
     base = rows[0][1]

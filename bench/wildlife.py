@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+from common import environment
 from PIL import Image
 
-from common import environment
 from qformer.processing.images import load_image
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import find_images
@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--photos", help="a folder of more photos to time (e.g. runs/wildlife-photos)")
-    parser.add_argument("--jpegs", help="a folder of JPEG files to time from disk (e.g. runs/wildlife-photos/wallpapers)")
+    parser.add_argument("--jpegs",
+                        help="a folder of JPEG files to time from disk (e.g. runs/wildlife-photos/wallpapers)")
     args = parser.parse_args()
     photos = images(args.photos)
     base = WildlifePipeline.default()
@@ -85,7 +86,8 @@ def main() -> None:
         sizes = sorted(Image.open(f).size for f in files)
         pipeline, batch = variants[f"default: NanoDet + activation maps, batches of {args.batch}"]
         seconds, detections = min(run(pipeline, files, batch) for _ in range(args.repeats))
-        rows.append((f"default, {len(files)} JPEG files of about {sizes[len(sizes) // 2][0]}x{sizes[len(sizes) // 2][1]} "
+        rows.append((f"default, {len(files)} JPEG files of about "
+                     f"{sizes[len(sizes) // 2][0]}x{sizes[len(sizes) // 2][1]} "
                      "read from disk", seconds, len(files), detections))
     print(environment(torch.device("cpu")))
     print(f"{len(photos)} images (the bundled photos{', ' + args.photos if args.photos else ''}, and the cat "
@@ -94,7 +96,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     default_rate = rows[1][2] / rows[1][1]
     for name, seconds, count, detections in rows:
-        print(f"| {name} | {seconds:.2f} | {count / seconds:.2f} | {detections} | {count / seconds / default_rate:.2f}x |")
+        print(f"| {name} | {seconds:.2f} | {count / seconds:.2f} | {detections} | "
+              f"{count / seconds / default_rate:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from qformer.bridge.factory import DEFAULT_MODEL
 from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner
 from qformer.grounded.loading import photo_parts
 from qformer.processing.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
+from qformer.vision.knowledge import check_country
 from qformer.wildlife import WildlifePipeline
 from qformer.wildlife.batch import describe_detector
-from qformer.wildlife.knowledge import check_country
-from qformer.wildlife.megadetector import to_megadetector, write_json
+from qformer.wildlife.results import to_megadetector, write_json
 from qformer.wildlife.summary import IUCN
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -176,7 +176,8 @@ def card(k: int, animal) -> str:
     if animal.habitat:
         lines.append(f"- Habitat: {animal.habitat}")
     if animal.iucn_category:
-        status = "domesticated" if animal.domesticated else f"{IUCN.get(animal.iucn_category, animal.iucn_category)} ({animal.iucn_year})"
+        iucn = IUCN.get(animal.iucn_category, animal.iucn_category)
+        status = "domesticated" if animal.domesticated else f"{iucn} ({animal.iucn_year})"
         lines.append(f"- IUCN Red List: {status}")
     lines.append(f"- Confidence: {animal.score:.0%} ({animal.rank}); group {animal.group} {animal.group_score:.0%}")
     lines.append(f"- Answer from: {SOURCE_NOTE.get(animal.prediction_source, animal.prediction_source)}")
@@ -255,7 +256,8 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
 
 def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default",
            allowed_models: list[str] | tuple[str, ...] = (), **kwargs) -> None:
-    build_app(model, allowed_models).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, show_error=False, **kwargs)
+    build_app(model, allowed_models).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD,
+                                            show_error=False, **kwargs)
 
 
 if __name__ == "__main__":

@@ -116,5 +116,6 @@ def named_in_folder(value: str | None, folder: str | Path, where: str, may_be_lo
 def file_name_only(value: str | None, folder: str | Path, where: str) -> str | None:
     """A bare file name (`lm.gguf_file`), never a path."""
     if value is not None and (Path(value).name != value or value in ("", ".", "..")):
-        raise OutsideFolderError(f"{where}={value!r} in {folder} must be a file name inside lm.name_or_path, not a path")
+        raise OutsideFolderError(f"{where}={value!r} in {folder} must be a file name inside "
+                                 f"lm.name_or_path, not a path")
     return value

@@ -1,4 +1,4 @@
-"""Build qformer/wildlife/data/taxonomy.json: the ImageNet-1k classes placed in WordNet 3.0's tree.
+"""Build qformer/vision/data/taxonomy.json: the ImageNet-1k classes placed in WordNet 3.0's tree.
 
 ImageNet's class ids are WordNet 3.0 noun offsets (n01440764 = offset 01440764), so WordNet gives each
 class its coarse group (through hypernyms: mammal, bird, ...) and its taxon chain (through member

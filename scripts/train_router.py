@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from qformer.grounded.router import ROUTER
 from qformer.processing.images import load_image
 from qformer.training import emoji, scenes
-from qformer.wildlife.classifiers import LITE0, ImageNetClassifier
+from qformer.vision.classifiers import LITE0, ImageNetClassifier
 
 PHOTO_FOLDERS = ("clothes", "food", "hobbies", "household", "medical", "military", "plants", "space", "sports",
                  "town", "vehicles")
@@ -70,7 +70,8 @@ def fit(x: torch.Tensor, y: torch.Tensor, decay: float = 1e-3) -> tuple[torch.Te
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y) + decay * weight.square().sum()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias,
+                                                                     y) + decay * weight.square().sum()
         value.backward()
         return value
 
@@ -91,7 +92,8 @@ def main() -> None:
         test_photos = [load_image(str(p)) for p in photos(stamps, ("animals", "people"))]
     from skimage import data
 
-    test_photos += [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("astronaut", "camera", "chelsea", "coffee", "rocket")]
+    names = ("astronaut", "camera", "chelsea", "coffee", "rocket")
+    test_photos += [Image.fromarray(getattr(data, n)()).convert("RGB") for n in names]
     test_photos.append(Image.fromarray(data.stereo_motorcycle()[0]))
     train_photos += [middle(p) for p in train_photos]
     cache = Path(tempfile.gettempdir()) / "qformer-npm"
@@ -105,7 +107,8 @@ def main() -> None:
     # fold the standardisation into the weights: one dot product at run time
     folded_weight, folded_bias = weight / std, bias - (weight * mean / std).sum()
     save_file({"weight": folded_weight.contiguous(), "bias": folded_bias.contiguous()}, args.out,
-              metadata={"features": classifier.name, "trained_on": f"{len(train_photos)} photos, {len(train_drawings)} drawings"})
+              metadata={"features": classifier.name,
+                        "trained_on": f"{len(train_photos)} photos, {len(train_drawings)} drawings"})
     for name, images, label in (("held-out photos", test_photos, 1), ("held-out drawings", test_drawings, 0)):
         p = torch.sigmoid(features(classifier, images) @ folded_weight + folded_bias)
         right = int(((p >= 0.5) == bool(label)).sum())

@@ -90,7 +90,8 @@ def free_port() -> int:
 def descendants(root: int) -> dict[int, str]:
     """pid -> command line of every process below `root` (Ray's workers start sessions of their own)."""
     rows = [line.split(None, 2) for line in
-            subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
+            subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True,
+                           text=True).stdout.splitlines()[1:]]
     children: dict[int, list[tuple[int, str]]] = {}
     for pid, ppid, *args in rows:
         children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))

@@ -18,7 +18,8 @@ def test_layers_come_from_bert(bert_folder):
     bert = BertModel.from_pretrained(bert_folder).state_dict()
     model = build(qformer={"bert_init": str(bert_folder)})
     ours = model.qformer.state_dict()
-    torch.testing.assert_close(ours["layers.1.self_attn.qkv.weight"][32:64], bert["encoder.layer.1.attention.self.key.weight"])
+    torch.testing.assert_close(ours["layers.1.self_attn.qkv.weight"][32:64],
+                               bert["encoder.layer.1.attention.self.key.weight"])
     torch.testing.assert_close(ours["layers.0.text_ffn.fc1.bias"], bert["encoder.layer.0.intermediate.dense.bias"])
     torch.testing.assert_close(ours["layers.0.query_ffn.fc2.weight"], bert["encoder.layer.0.output.dense.weight"])
     torch.testing.assert_close(ours["word_embeddings.weight"][:300], bert["embeddings.word_embeddings.weight"])

@@ -75,7 +75,8 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["qformer"]["num_queries"] = 6
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"qformer.query_tokens is \(1, 4, 32\), the config.s sizes make \(1, 6, 32\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"qformer.query_tokens is \(1, 4, 32\), the config.s sizes make \(1, 6, 32\)"):
         qformer.Blip2.from_pretrained(tmp_path)
 
 

@@ -13,7 +13,8 @@ from qformer.lm.frozen_lm import FrozenLM
 
 
 def test_chain_passes_values_and_times_every_node():
-    graph = Graph(Chain("g", Node("double", lambda x: 2 * x, ["x"], "y"), Node("add", lambda x, y: x + y, ["x", "y"], "z")))
+    graph = Graph(Chain("g", Node("double", lambda x: 2 * x, ["x"], "y"),
+                        Node("add", lambda x, y: x + y, ["x", "y"], "z")))
     result = graph(x=3)
     assert result["z"] == 9 and result["y"] == 6
     assert set(result.timings) == {"double", "add"} and all(t >= 0 for t in result.timings.values())
@@ -101,7 +102,8 @@ def test_switch_runs_only_the_chosen_branch_per_input():
         return Node(name, lambda xs: calls[name].append(list(xs)) or [f"{name}:{x}" for x in xs], ["x"], "y",
                     batch_size=8)
 
-    switch = Switch("size", lambda s: "large" if s["x"] >= 10 else "small", {"small": branch("small"), "large": branch("large")})
+    switch = Switch("size", lambda s: "large" if s["x"] >= 10 else "small",
+                    {"small": branch("small"), "large": branch("large")})
     results = Graph(switch).map([{"x": 3}, {"x": 30}, {"x": 4}])
     assert [r["y"] for r in results] == ["small:3", "large:30", "small:4"]
     assert [r["routed_to"] for r in results] == ["small", "large", "small"]
@@ -113,7 +115,8 @@ def test_switch_runs_only_the_chosen_branch_per_input():
 
 def test_graph_prints_as_mermaid():
     graph = Graph(Chain("g", Node("a", lambda x: x, ["x"], "y"),
-                        Parallel("p", [Node("b", lambda y: y, ["y"], "o"), Node("c", lambda y: y, ["y"], "o")], "o", "all")))
+                        Parallel("p", [Node("b", lambda y: y, ["y"], "o"), Node("c", lambda y: y, ["y"], "o")],
+                                 "o", "all")))
     text = graph.to_mermaid()
     assert text.startswith("flowchart LR")
     for line in ('a["a"]', "a --> b", "a --> c", "b --> p", "c --> p"):
@@ -143,13 +146,15 @@ def _seed_graph(lm: FrozenLM, prompt: str) -> Graph:
         return float(logits.softmax(-1)[0])
 
     def branch(k, setting):
-        return Chain(f"branch-{k}", generator(k, setting), Node(f"classify-{k}", lambda t: {"text": t, "score": classify(t)},
+        return Chain(f"branch-{k}", generator(k, setting),
+                     Node(f"classify-{k}", lambda t: {"text": t, "score": classify(t)},
                                                                 ["text"], "scored"))
 
     def to_json(scored):
         return json.dumps({"candidates": scored, "best": max(scored, key=lambda s: s["score"])["text"]})
 
-    return Graph(Parallel("ensemble", [branch(k, s) for k, s in enumerate(settings)], "scored", "report", aggregate=to_json))
+    return Graph(Parallel("ensemble", [branch(k, s) for k, s in enumerate(settings)], "scored", "report",
+                          aggregate=to_json))
 
 
 def _check_seed_graph(graph: Graph, prompt: str, lm: FrozenLM) -> dict:

@@ -53,7 +53,8 @@ def test_corpus_splits_by_style_records_provenance_and_is_deterministic(tmp_path
     # components are left out; animals get extra renderings in training
     assert sum(r["source"].startswith("npm:emoji-datasource-google") for r in train) == 2 * corpus.ANIMAL_VARIANTS + 1
     assert len(held_out) == 3 and all("twitter" in r["source"] and r["license"].startswith("CC-BY") for r in held_out)
-    assert {r["text"] for r in held_out} == {"an emoji of a cat face", "an emoji of an eagle", "an emoji of a hot beverage"}
+    assert {r["text"] for r in held_out} == {"an emoji of a cat face", "an emoji of an eagle",
+                                             "an emoji of a hot beverage"}
     assert all(r["license"] and (out / r["image"]).is_file() for r in train + held_out)
     assert Image.open(out / held_out[0]["image"]).getpixel((0, 0)) != (0, 0, 255)  # artwork on a background
     manifest = json.loads((out / "manifest.json").read_text())

@@ -167,7 +167,8 @@ def test_models_are_cached_by_what_they_resolve_to_bounded_and_locked_one_by_one
     models = app.Models("default", [str(tmp_path / n) for n in ("a", "b", "c", "d")], max_loaded=2)
     a, c = str(tmp_path / "a"), str(tmp_path / "c")
     first = models.bridge(a)
-    assert models.bridge(a + "/") is first and models.bridge(a.replace("/a", "//a")) is first and models.bridge("a") is first
+    assert models.bridge(a + "/") is first and models.bridge(a.replace("/a",
+                                                                       "//a")) is first and models.bridge("a") is first
     assert loads == [a], "one model, however its path is written"
     models.bridge(str(tmp_path / "b"))
     models.bridge(c)

@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from qformer.config import QFormerConfig
 from qformer.bridge.stage1 import Stage1Heads
+from qformer.config import QFormerConfig
 
 CONFIG = QFormerConfig(num_queries=3, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                        vocab_size=50, max_position_embeddings=16, max_text_length=8, embed_dim=8)
@@ -29,7 +29,8 @@ def _rank(rank: int, world: int, port: str, results) -> None:
     query_hidden, cls_hidden = features()
     half = slice(rank * 2, rank * 2 + 2)
     model = heads()
-    loss, local_similarity = model.itc_loss(model.image_features(query_hidden[half]), model.text_features(cls_hidden[half]))
+    loss, local_similarity = model.itc_loss(model.image_features(query_hidden[half]),
+                                            model.text_features(cls_hidden[half]))
     loss.backward()
     results[rank] = (loss.item(), local_similarity, model.vision_proj.weight.grad.clone())
     dist.destroy_process_group()

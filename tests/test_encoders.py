@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qformer.config import VisionConfig
-from qformer.encoders import build_encoder
+from qformer.vision.encoders import build_encoder
 
 TINY_VIT = {"patch_size": 8, "depth": 2, "num_heads": 2, "embed_dim": 32}
 HF_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,

@@ -7,8 +7,8 @@ import torch
 
 import qformer
 from qformer.cli.main import main
-from qformer.deploy.exported import MANIFEST, VISUAL_GRAPH
 from qformer.deploy.export import export_onnx
+from qformer.deploy.exported import MANIFEST, VISUAL_GRAPH
 
 
 @pytest.mark.parametrize("name", ["tiny-random", "default"])

@@ -6,7 +6,7 @@ import torch
 import qformer
 from qformer.processing.images import ImageLoadError
 
-from .conftest import build, random_photo, losses_for
+from .conftest import build, losses_for, random_photo
 
 CAUSAL_LMS = {
     "llama": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -83,7 +83,8 @@ def test_generation_stops_at_eos(cat):
                             pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.tokenizer.eos_token_id)[0]
     assert len(raw) > 1
     first = lm.tokenizer.decode(raw[:1], skip_special_tokens=True).strip()
-    assert model.caption([cat], prompt="", max_new_tokens=10) == [lm.tokenizer.decode(raw, skip_special_tokens=True).strip()]
+    assert model.caption([cat], prompt="",
+                         max_new_tokens=10) == [lm.tokenizer.decode(raw, skip_special_tokens=True).strip()]
     # declare the first generated token to be the end of text: generation stops right after it
     assert model.caption([cat], prompt="", max_new_tokens=10, eos_token_id=int(raw[0])) == [first]
 
@@ -130,7 +131,8 @@ def test_all_vision_backends_drive_the_bridge(photos):
 
     for name, (vision, _, _) in BACKENDS.items():
         torch.manual_seed(0)
-        model = qformer.Blip2(qformer.get_config("tiny-random").with_overrides(vision=vision.__dict__ | {"members": []}))
+        config = qformer.get_config("tiny-random").with_overrides(vision=vision.__dict__ | {"members": []})
+        model = qformer.Blip2(config)
         pixels, _ = model.load_images(photos[:2])
         model.train()
         losses = losses_for(model, pixels, ["a cat", "a person"], stage=1)

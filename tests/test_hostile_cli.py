@@ -94,7 +94,7 @@ def test_generation_lengths_are_bounded_in_the_library_too(cat):
 
 
 def test_every_network_input_is_bounded(cat):
-    from qformer.wildlife.classifiers import LITE0, ImageNetClassifier
+    from qformer.vision.classifiers import LITE0, ImageNetClassifier
 
     model = qformer.create_model("default")
     classifier = ImageNetClassifier(*LITE0)

@@ -13,11 +13,11 @@ import pytest
 import qformer
 from qformer.cli.main import main
 from qformer.config import ConfigError
-from qformer.deploy.exported import MANIFEST, LM_FOLDER
-from qformer.files import sha256_of
-from qformer.deploy.lite import LiteCaptioner
 from qformer.deploy.engine import EMBEDDINGS, GRAPH, OnnxCausalLM
 from qformer.deploy.export import export_onnx
+from qformer.deploy.exported import LM_FOLDER, MANIFEST
+from qformer.deploy.lite import LiteCaptioner
+from qformer.files import sha256_of
 
 from .conftest import SAMPLES
 

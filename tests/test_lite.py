@@ -10,10 +10,10 @@ import pytest
 
 import qformer
 from qformer.cli.main import main
-from qformer.deploy.exported import MANIFEST
-from qformer.files import sha256_of
-from qformer.deploy.lite import LiteCaptioner
 from qformer.deploy.export import export_onnx
+from qformer.deploy.exported import MANIFEST
+from qformer.deploy.lite import LiteCaptioner
+from qformer.files import sha256_of
 
 from .conftest import random_photo
 

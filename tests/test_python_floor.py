@@ -43,9 +43,11 @@ def standard_library_names(path: Path) -> set[tuple[str, str]]:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] in stdlib:
-                    aliases[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or alias.name.split(".")[0]
+                    top = alias.name.split(".")[0]
+                    aliases[alias.asname or top] = alias.name if alias.asname else top
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module.split(".")[0] in stdlib:
-            used |= {(node.module, alias.name) for alias in node.names if alias.name != "*" and node.module != "__future__"}
+            used |= {(node.module,
+                      alias.name) for alias in node.names if alias.name != "*" and node.module != "__future__"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             used.add((aliases[node.value.id], node.attr))
@@ -78,6 +80,7 @@ def test_every_standard_library_name_exists_on_the_oldest_python_it_promises():
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [], f"not in Python {floor()}: {done.stdout}"
     # and every file compiles there
-    compiled = subprocess.run([python, "-c", "import sys, ast\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')",
+    compiled = subprocess.run([python, "-c",
+                               "import sys, ast\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')",
                                *map(str, SOURCES)], capture_output=True, text=True, timeout=120)
     assert compiled.returncode == 0, compiled.stderr

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from qformer.config import QFormerConfig
 from qformer.bridge.qformer import QFormer, attention_mask
+from qformer.config import QFormerConfig
 
 Q = 3
 

@@ -25,7 +25,8 @@ def test_the_ensemble_graph_runs_in_process():
 
 def test_deploying_names_every_node_and_refuses_what_is_not_there():
     graph = caption_ensemble("tiny-random")
-    assert [n.name for n in nodes_of(graph.root)] == [f"{kind}_{g}" for g in GENERATORS for kind in ("generate", "score")]
+    expected = [f"{kind}_{g}" for g in GENERATORS for kind in ("generate", "score")]
+    assert [n.name for n in nodes_of(graph.root)] == expected
     with pytest.raises(ValueError, match="neither nodes nor groups here"):
         deploy_graph(graph, options={"generate_typo": {"num_replicas": 2}})
     for groups in ({"g": ["generate_typo"]}, {"g": ["score_greedy"], "h": ["score_greedy"]}, {"g": []},
@@ -72,7 +73,8 @@ def test_the_served_ensemble_gives_the_in_process_answer_from_a_deployment_per_n
     assert served_candidates["beam"] == expected_candidates["beam"]
     assert [c["score"] for c in body["candidates"]] == sorted((c["score"] for c in body["candidates"]), reverse=True)
     replicas = " ".join(descendants(process.pid).values())
-    assert all(f"ServeReplica:qformer:node_{kind}_{g}" in replicas for g in GENERATORS for kind in ("generate", "score"))
+    kinds = ("generate", "score")
+    assert all(f"ServeReplica:qformer:node_{kind}_{g}" in replicas for g in GENERATORS for kind in kinds)
     bad = requests.post(f"{url}/ensemble", files={"image": ("notes.txt", b"not a photo")}, timeout=60)
     assert bad.status_code == 400 and "could not read" in bad.json()["detail"]
 

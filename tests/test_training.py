@@ -219,4 +219,5 @@ def test_the_processor_pickles_into_workers(cat):
     processor = pickle.loads(pickle.dumps(model.processor))
     pixels, _ = processor.images([cat])
     torch.testing.assert_close(pixels, model.processor.images([cat])[0])
-    assert processor.lm_training(["a"], ["cat"])["labels"].tolist() == model.processor.lm_training(["a"], ["cat"])["labels"].tolist()
+    labels = processor.lm_training(["a"], ["cat"])["labels"]
+    assert labels.tolist() == model.processor.lm_training(["a"], ["cat"])["labels"].tolist()

@@ -143,7 +143,8 @@ def test_greedy_generation_is_token_identical(pair, photos):
     with torch.no_grad():
         for i in range(3):  # one at a time
             expected = hf_generate(hf, ours, pixels[i : i + 1], PROMPTS[i : i + 1])
-            got = ours.lm.generate(ours.visual_prompt(pixels[i : i + 1]), **ours.processor.lm_generation(PROMPTS[i : i + 1]), max_new_tokens=8)
+            got = ours.lm.generate(ours.visual_prompt(pixels[i : i + 1]),
+                                   **ours.processor.lm_generation(PROMPTS[i : i + 1]), max_new_tokens=8)
             assert same_tokens(got, expected), i
         expected = hf_generate(hf, ours, pixels, PROMPTS)  # batched, prompts of different lengths
         got = ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS), max_new_tokens=8)
@@ -159,7 +160,8 @@ def test_export_round_trip(pair, tmp_path, photos):
     reloaded = Blip2ForConditionalGeneration.from_pretrained(tmp_path).eval()
     pixels = ours.vision.preprocess(photos)
     with torch.no_grad():
-        expected = ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS), max_new_tokens=8)
+        expected = ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS),
+                                    max_new_tokens=8)
         assert same_tokens(hf_generate(reloaded, ours, pixels, PROMPTS), expected)
     assert exported.config.num_query_tokens == Q and exported.config.image_token_index == IMAGE_TOKEN_ID
     processor = Blip2Processor.from_pretrained(tmp_path)
@@ -189,7 +191,8 @@ def test_bridge_key_map_names_what_is_missing_or_misshapen():
         _load_pairs(ours, broken, pairs, "src")
     ours = qformer.create_model("tiny-random", lm=None, qformer={"num_layers": 3, "cross_attention_freq": 2,
                                                                  "num_queries": 5})
-    with pytest.raises(CheckpointError, match=r"query_tokens has shape \(1, 4, 32\), but qformer's qformer.query_tokens needs \(1, 5, 32\)"):
+    with pytest.raises(CheckpointError, match=r"query_tokens has shape \(1, 4, 32\), but qformer's "
+                                              r"qformer.query_tokens needs \(1, 5, 32\)"):
         _load_pairs(ours, state, pairs, "src")
 
 
@@ -213,7 +216,8 @@ def test_convert_command_both_ways(tmp_path, cat):
     pixels = ours.vision.preprocess([cat])
     with torch.no_grad():
         assert same_tokens(hf_generate(back, ours, pixels, PROMPTS[:1]),
-                           ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS[:1]), max_new_tokens=8))
+                           ours.lm.generate(ours.visual_prompt(pixels), **ours.processor.lm_generation(PROMPTS[:1]),
+                                            max_new_tokens=8))
     assert main(["convert", "--to-transformers", "tiny-random", "--out", str(tmp_path / "x")]) == 1
     # the same folder served as a hub repo from a cache in the hub's layout: backbones come along
     repo = tmp_path / "cache" / "models--someone--blip2-tiny"

@@ -13,8 +13,16 @@ from PIL import Image
 
 from qformer.cli.main import main
 from qformer.processing.images import ImageLoadError, load_image
-from qformer.wildlife import GROUPS, Knowledge, MegaDetector, Thresholds, TorchvisionDetector, WildlifePipeline, identify
-from qformer.wildlife.megadetector import to_megadetector
+from qformer.wildlife import (
+    GROUPS,
+    Knowledge,
+    MegaDetector,
+    Thresholds,
+    TorchvisionDetector,
+    WildlifePipeline,
+    identify,
+)
+from qformer.wildlife.results import to_megadetector
 
 IUCN_CATEGORIES = {"LC", "NT", "VU", "EN", "CR", "EW", "EX", "DD", "NA"}
 
@@ -41,7 +49,8 @@ def two_cats(cat: Image.Image) -> Image.Image:
 def test_taxonomy_places_the_397_living_imagenet_animals(knowledge):
     animals = [c for c in knowledge.classes if c["group"]]
     triceratops = 51  # ImageNet-1k's one extinct animal: no wildlife photo shows one
-    assert len(knowledge.classes) == 1000 and [c["index"] for c in animals] == [i for i in range(398) if i != triceratops]
+    assert len(knowledge.classes) == 1000
+    assert [c["index"] for c in animals] == [i for i in range(398) if i != triceratops]
     assert knowledge.classes[triceratops]["name"] == "triceratops" and knowledge.classes[triceratops]["group"] is None
     assert {c["group"] for c in animals} == set(GROUPS)
     assert knowledge.by_label["n02129604"]["taxa"]["genus"] == "Panthera"  # tiger
@@ -74,7 +83,8 @@ def test_rollup_to_the_lowest_sure_taxon(knowledge):
     assert identify({tiger: 0.3, "n01440764": 0.3, "n01530575": 0.4}, knowledge, threshold=0.9) is None
     tabby, tiger_cat, persian = "n02123045", "n02123159", "n02123394"
     breeds = identify({tabby: 0.4, tiger_cat: 0.3, persian: 0.1, tiger: 0.2}, knowledge, threshold=0.5)
-    assert (breeds.name, breeds.rank, breeds.prediction_source, breeds.label) == ("domestic cat", "species", "rollup", tabby)
+    found = (breeds.name, breeds.rank, breeds.prediction_source, breeds.label)
+    assert found == ("domestic cat", "species", "rollup", tabby)
     assert breeds.score == pytest.approx(0.8)
 
 
@@ -109,7 +119,8 @@ def test_two_animals_in_one_photo_get_two_boxes(pipeline, cat):
 
 
 def test_country_filter_rolls_up_a_species_not_found_there(cat):
-    pipeline = WildlifePipeline.default(country="AUS", thresholds=Thresholds(species=0.95))  # above the species (0.92), below its class
+    # above the species (0.92), below its class
+    pipeline = WildlifePipeline.default(country="AUS", thresholds=Thresholds(species=0.95))
     (animal,) = pipeline([cat])[0].animals
     assert animal.rank in ("genus", "family", "order", "class") and animal.prediction_source == "rollup"
 
@@ -245,7 +256,8 @@ def test_torchvision_detector_maps_coco_classes_onto_megadetector_categories(cat
                      "scores": torch.tensor([0.9, 0.8, 0.7, 0.95, 0.1])} for _ in images]
 
     (detections,) = TorchvisionDetector(FixedCoco(), min_conf=0.3)([cat.resize((160, 120))])
-    assert [d.category for d in detections] == ["animal", "person", "vehicle"], "the bottle is dropped, the horse too faint"
+    assert [d.category for d in detections] == ["animal", "person",
+                                                "vehicle"], "the bottle is dropped, the horse too faint"
     assert detections[0].box == (0.0, 0.0, 0.5, 0.5) and detections[1].box == (0.5, 0.0, 0.5, 1.0)
 
 

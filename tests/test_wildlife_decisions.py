@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from qformer.processing.images import letterbox
+from qformer.vision.fusion import fuse
 from qformer.wildlife import Detection, Thresholds, WildlifePipeline
-from qformer.wildlife.fusion import fuse
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import pytest
 
+from qformer.training.calibrate_wildlife import fit, replay
 from qformer.wildlife import GROUPS, Knowledge, Thresholds
 from qformer.wildlife.policy import Evidence, decide
-from qformer.training.calibrate_wildlife import fit, replay
 
 TIGER, LION, LEOPARD, LYNX = "n02129604", "n02129165", "n02128385", "n02127052"
 
@@ -45,7 +45,8 @@ def test_an_animal_needs_evidence_from_the_classifier(knowledge):
 
 def test_names_climb_the_taxonomy_to_the_first_sure_rank(knowledge):
     sure = decide(evidence(animal=1.0, species={TIGER: 0.9, LION: 0.1}), knowledge)
-    assert (sure.name, sure.rank, sure.scientific_name, sure.iucn_category) == ("tiger", "species", "Panthera tigris", "EN")
+    found = (sure.name, sure.rank, sure.scientific_name, sure.iucn_category)
+    assert found == ("tiger", "species", "Panthera tigris", "EN")
     unsure = {TIGER: 0.35, LION: 0.35, LYNX: 0.3}
     genus = decide(evidence(animal=1.0, species=unsure), knowledge, Thresholds(species=0.5, genus=0.5))
     assert (genus.name, genus.rank) == ("Panthera", "genus")

@@ -19,8 +19,8 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from qformer.vision.knowledge import Knowledge
 from qformer.wildlife import Thresholds, WildlifePipeline
-from qformer.wildlife.knowledge import Knowledge
 from qformer.wildlife.policy import Evidence, decide
 
 from .evaluate_wildlife import outcome, read_labels
@@ -35,7 +35,8 @@ def collect(labels: list[dict], root: Path, device: str = "cpu") -> list[list[Ev
 
 
 def replay(evidence: list[list[Evidence]], labels: list[dict], knowledge: Knowledge, at: Thresholds) -> dict:
-    counts = dict.fromkeys(("right", "wrong", "abstained", "missed", "species_right", "precise_right", "precise_wrong"), 0)
+    counts = dict.fromkeys(("right", "wrong", "abstained", "missed", "species_right", "precise_right",
+                            "precise_wrong"), 0)
     for found, label in zip(evidence, labels):
         if not label["animals"]:
             continue
@@ -71,7 +72,8 @@ def read_evidence(path: Path) -> list[list[Evidence]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qformer.training.calibrate_wildlife", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qformer.training.calibrate_wildlife",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("labels")
     parser.add_argument("--root", default=".")
     parser.add_argument("--precision", type=float, nargs="+", default=[0.95, 0.9, 0.85, 0.8],
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"current defaults": (Thresholds(), replay(evidence, labels, Knowledge.default(), Thresholds()))}
     for target in sorted(args.precision, reverse=True):
         rows[f"fitted to precision {target}"] = fit(evidence, labels, target)
-    print("| thresholds | species | genus | family | right | wrong | abstained | missed | precision at species or genus |")
+    print("| thresholds | species | genus | family | right | wrong | abstained | missed | "
+          "precision at species or genus |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, fitted in rows.items():
         if fitted is None:

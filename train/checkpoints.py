@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
@@ -99,7 +98,8 @@ def find_resumable(out: Path, config: TrainConfig, num_processes: int, any_recip
     """The newest complete checkpoint under `out`; damaged ones are reported and kept, never deleted."""
     candidates = finished_checkpoints(out)
     if not candidates:
-        raise NoCompleteCheckpoint(f"--resume: no finished checkpoint under {out / CHECKPOINTS}; start without --resume")
+        raise NoCompleteCheckpoint(f"--resume: no finished checkpoint under "
+                                   f"{out / CHECKPOINTS}; start without --resume")
     for folder in reversed(candidates):
         problem = checkpoint_problem(folder, num_processes)
         if problem is not None:
@@ -113,7 +113,8 @@ def find_resumable(out: Path, config: TrainConfig, num_processes: int, any_recip
                 "--resume-other-recipe to continue those weights with this recipe on purpose"
             )
         return folder
-    raise NoCompleteCheckpoint(f"--resume: none of the {len(candidates)} checkpoint(s) under {out / CHECKPOINTS} is complete; "
+    raise NoCompleteCheckpoint(f"--resume: none of the {len(candidates)} checkpoint(s) under "
+                               f"{out / CHECKPOINTS} is complete; "
                       "they are kept as they are. Start a new run in another output_dir")
 
 

@@ -35,7 +35,7 @@ def vocabulary() -> tuple[str, ...]:
     of the drawings the bridge knows; longest first, so "tabby cat" is found before "cat"."""
     from timm.data import ImageNetInfo
 
-    from qformer.wildlife.nanodet import COCO_NAMES
+    from qformer.vision.nanodet import COCO_NAMES
 
     info = ImageNetInfo()
     words = set(COCO_NAMES) | {"animal", "emoji", "circle", "square", "triangle", "star", "face", "man", "woman",
@@ -107,7 +107,8 @@ def score_drawings(captioner, rows: list[dict], root: Path) -> dict:
     metrics = caption_scores({str(k): a.text for k, a in enumerate(answers)},
                              {str(k): [r["text"]] for k, r in enumerate(rows)})
     replies = captioner.ask(images, [r["question"] for r in rows])
-    metrics.update(examples=len(rows), vqa_accuracy=vqa_accuracy([a.text for a in replies], [[str(r["answer"])] for r in rows]),
+    metrics.update(examples=len(rows),
+                   vqa_accuracy=vqa_accuracy([a.text for a in replies], [[str(r["answer"])] for r in rows]),
                    routed_bridge=sum(a.source == "bridge" for a in answers) / len(rows))
     return metrics
 
@@ -118,7 +119,8 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate_captions", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate_captions",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--photos", help="the photos' JSONL")
     parser.add_argument("--photo-root", default=".", help="folder the photos' image paths are relative to")
     parser.add_argument("--drawings", nargs="*", default=[], help="held-out corpus JSONL files")

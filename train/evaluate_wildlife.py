@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from qformer.processing.images import load_image
+from qformer.vision.classifiers import LITE2, ImageNetClassifier
+from qformer.vision.knowledge import Knowledge
 from qformer.wildlife import GROUPS, WildlifePipeline
-from qformer.wildlife.classifiers import LITE2, ImageNetClassifier
 from qformer.wildlife.identify import identify, one_class
-from qformer.wildlife.knowledge import Knowledge
 from qformer.wildlife.thresholds import Thresholds
 
 NAMED_RANKS = ("species", "genus", "family")  # an answer at these ranks names the animal
@@ -182,7 +182,8 @@ def print_tables(metrics: dict, single: dict | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate_wildlife", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate_wildlife",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("labels", help="a CSV of labelled photos (see the module's docstring)")
     parser.add_argument("--root", default=".", help="folder the CSV's file names are relative to")
     parser.add_argument("--out", help="write the metrics and per-photo answers here (JSON)")

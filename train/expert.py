@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from qformer.processing.images import ImageLoadError, load_image
-from qformer.wildlife.classifiers import LITE2, ImageNetClassifier
+from qformer.vision.classifiers import LITE2, ImageNetClassifier
+from qformer.vision.knowledge import GROUPS
 from qformer.wildlife.expert_head import TrainedExpert
-from qformer.wildlife.knowledge import GROUPS
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 

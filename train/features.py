@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qformer.config import VisionConfig
-from qformer.encoders import FrozenImageEncoder
 from qformer.files import write_atomically
+from qformer.vision.encoders import FrozenImageEncoder
 
 
 class FeatureCache:

@@ -38,6 +38,7 @@ from .features import FeatureCache
 from .plots import plot_losses
 from .recipe import TrainConfig, save_resolved
 
+
 class BadStepsError(RuntimeError):
     """Too many non-finite losses in a row: the run cannot recover by skipping."""
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qformer.processing.prompts import MAX_QUESTION_CHARS
 from qformer.config.typed import ConfigError, apply_overrides, check_bounds, from_plain, load_yaml, parse_override
+from qformer.processing.prompts import MAX_QUESTION_CHARS
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .qformer import QFormer
 from ..pretrained.weights import load_safetensors_model
+from .qformer import QFormer
 
 
 def init_from_bert(qformer: QFormer, name_or_path: str) -> list[str]:

@@ -25,12 +25,12 @@ from transformers import (
     Blip2Config as HFBlip2Config,
 )
 
-from .checkpoint import CheckpointError
 from ..config import Blip2Config, QFormerConfig, resolve_relative_paths
-from ..encoders.hf_encoder import HFVisionEncoder
 from ..lm.frozen_lm import IMAGE_TOKEN
-from .model import Blip2
 from ..pretrained.weights import load_safetensors_model
+from ..vision.encoders.hf_encoder import HFVisionEncoder
+from .checkpoint import CheckpointError
+from .model import Blip2
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,13 @@ def key_pairs(config: QFormerConfig, with_text_ffn: bool) -> dict[str, list[str]
         pairs[f"projection.{w}"] = [f"language_projection.{w}"]
         for i in range(config.num_layers):
             ours, theirs = f"qformer.layers.{i}.", f"qformer.encoder.layer.{i}."
-            pairs[ours + f"self_attn.qkv.{w}"] = [theirs + f"attention.attention.{p}.{w}" for p in ("query", "key", "value")]
+            qkv = ("query", "key", "value")
+            pairs[ours + f"self_attn.qkv.{w}"] = [theirs + f"attention.attention.{p}.{w}" for p in qkv]
             pairs[ours + f"self_attn.out.{w}"] = [theirs + f"attention.output.dense.{w}"]
             pairs[ours + f"self_attn.norm.{w}"] = [theirs + f"attention.output.LayerNorm.{w}"]
             if i % config.cross_attention_freq == 0:
                 pairs[ours + f"cross_attn.q.{w}"] = [theirs + f"crossattention.attention.query.{w}"]
-                pairs[ours + f"cross_attn.kv.{w}"] = [theirs + f"crossattention.attention.{p}.{w}" for p in ("key", "value")]
+                pairs[ours + f"cross_attn.kv.{w}"] = [theirs + f"crossattention.attention.{p}.{w}" for p in qkv[1:]]
                 pairs[ours + f"cross_attn.out.{w}"] = [theirs + f"crossattention.output.dense.{w}"]
                 pairs[ours + f"cross_attn.norm.{w}"] = [theirs + f"crossattention.output.LayerNorm.{w}"]
             ffns = [("query_ffn", "intermediate_query", "output_query")]

@@ -10,6 +10,7 @@ from typing import Any
 from huggingface_hub import ModelHubMixin, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from ..config import Blip2Config, has_relative_paths, resolve_relative_paths
 from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -19,7 +20,6 @@ from .checkpoint import (
     read_bridge,
     save_bridge,
 )
-from ..config import Blip2Config, has_relative_paths, resolve_relative_paths
 
 MODEL_CARD = """---
 {{ card_data }}

@@ -13,16 +13,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .bert_init import init_from_bert
 from ..config import Blip2Config, ConfigError
-from ..encoders import Pixels, build_encoder
-from .hub import MODEL_CARD, HubMixin
-from ..processing.inference import InferenceMixin, inference
 from ..lm.frozen_lm import FrozenLM
+from ..lm.tokenizers import QFormerTokenizer
+from ..processing.inference import InferenceMixin, inference
 from ..processing.processor import Blip2Processor
+from ..vision.encoders import Pixels, build_encoder
+from .bert_init import init_from_bert
+from .hub import MODEL_CARD, HubMixin
 from .qformer import QFormer
 from .stage1 import Stage1Heads, hard_negatives
-from ..lm.tokenizers import QFormerTokenizer
 
 
 class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["blip-2", "q-former", "image-to-text"],
@@ -54,7 +54,8 @@ class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["
         self.onnx_visual = None  # an OnnxVisualPrompt, set when loaded from an ONNX export
         self.config = dataclasses.replace(config, qformer=qformer_config)
         # step 4: the processor that makes this model's tensors (it holds no weights, and pickles)
-        self.processor = Blip2Processor(self.vision.preprocessor, qformer_config, self.lm.tokenizer if self.lm else None,
+        self.processor = Blip2Processor(self.vision.preprocessor, qformer_config,
+                                        self.lm.tokenizer if self.lm else None,
                                         self.lm.kind if self.lm else None, config.lm)
 
     @property
@@ -62,7 +63,8 @@ class Blip2(nn.Module, InferenceMixin, HubMixin, library_name="qformer", tags=["
         """The Q-Former's text tokenizer (stage 1 and scores only: captioning never needs it)."""
         tokenizer = self.processor.qformer_tokenizer
         if len(tokenizer) > self.config.qformer.vocab_size:
-            raise ConfigError(f"qformer.vocab_size={self.config.qformer.vocab_size} is smaller than the {len(tokenizer)} "
+            raise ConfigError(f"qformer.vocab_size={self.config.qformer.vocab_size} is smaller "
+                              f"than the {len(tokenizer)} "
                               f"tokens of qformer.tokenizer={self.config.qformer.tokenizer!r} (with [DEC] added)")
         return tokenizer
 

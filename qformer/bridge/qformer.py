@@ -84,7 +84,10 @@ class CrossAttention(nn.Module):
 
 def _attend(q, k, v, mask, num_heads: int, dropout: float) -> torch.Tensor:
     batch, q_len, dim = q.shape
-    heads = lambda t: t.view(batch, -1, num_heads, dim // num_heads).transpose(1, 2)  # (B, H, L, D/H)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, H, L, D/H)
+        return t.view(batch, -1, num_heads, dim // num_heads).transpose(1, 2)
+
     out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, dropout_p=dropout)
     return out.transpose(1, 2).reshape(batch, q_len, dim)
 

@@ -40,7 +40,8 @@ class Stage1Heads(nn.Module):
     def itc_loss(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric contrastive loss over the (gathered) batch; also returns the local `(B, B)` similarity."""
         temperature = self.temperature.clamp(0.001, 0.5)
-        all_images, all_texts, offset = gather_with_grad(image_feats), gather_with_grad(text_feats), rank_offset(image_feats)
+        all_images, all_texts = gather_with_grad(image_feats), gather_with_grad(text_feats)
+        offset = rank_offset(image_feats)
         sim_i2t = self.similarity(image_feats, all_texts) / temperature  # (B, B_all)
         sim_t2i = self.similarity(all_images, text_feats).t() / temperature  # (B, B_all)
         targets = torch.arange(image_feats.shape[0], device=image_feats.device) + offset
@@ -58,10 +59,12 @@ class Stage1Heads(nn.Module):
         """Next-token loss of the text given the image, through the causal mask."""
         logits = self.text_head(text_hidden[:, :-1])  # (B, T-1, V)
         labels = input_ids[:, 1:].masked_fill(text_mask[:, 1:] == 0, -100)
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=LABEL_SMOOTHING)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                               label_smoothing=LABEL_SMOOTHING)
 
 
-def hard_negatives(similarity: torch.Tensor, image_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def hard_negatives(similarity: torch.Tensor, image_ids: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each image a negative text, and for each text a negative image, drawn with probability
     softmax(similarity): the harder the negative, the likelier. Pairs of the same image are never drawn."""
     batch = similarity.shape[0]

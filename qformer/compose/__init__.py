@@ -3,4 +3,5 @@
 from .aggregate import mean, stacking, vote, weighted
 from .graph import Chain, Graph, Node, Parallel, Result, Route, Step, Switch
 
-__all__ = ["Chain", "Graph", "Node", "Parallel", "Result", "Route", "Step", "Switch", "mean", "stacking", "vote", "weighted"]
+__all__ = ["Chain", "Graph", "Node", "Parallel", "Result", "Route", "Step", "Switch", "mean", "stacking",
+           "vote", "weighted"]

@@ -52,7 +52,8 @@ def check_loader_options(value: Any, key: str) -> None:
         for i, inner in enumerate(value):
             check_loader_options(inner, f"{key}[{i}]")
     elif not isinstance(value, (str, int, float, bool, type(None))):
-        raise ConfigError(f"{key} must hold plain values (numbers, strings, lists, objects), got {describe_value(value)}")
+        raise ConfigError(f"{key} must hold plain values (numbers, strings, lists, objects), got "
+                          f"{describe_value(value)}")
 
 
 def _check_choice(value: Any, choices: tuple, key: str) -> None:
@@ -148,7 +149,8 @@ class QFormerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"qformer.dropout must be in [0, 1), got {self.dropout}")
         if self.parameter_count() > MAX_QFORMER_PARAMETERS:
-            raise ConfigError(f"qformer: these sizes make a bridge of about {self.parameter_count():,} parameters, over "
+            raise ConfigError(f"qformer: these sizes make a bridge of about "
+                              f"{self.parameter_count():,} parameters, over "
                               f"the {MAX_QFORMER_PARAMETERS:,} a config may ask for; check its sizes")
 
     def parameter_count(self) -> int:
@@ -196,10 +198,12 @@ class LMConfig:
         if "{question}" not in self.question_template:
             raise ConfigError(f"lm.question_template must contain '{{question}}', got {self.question_template!r}")
         if not 1 <= self.max_prompt_tokens <= MAX_PROMPT_TOKENS:
-            raise ConfigError(f"lm.max_prompt_tokens must be from 1 to {MAX_PROMPT_TOKENS}, got {self.max_prompt_tokens}")
+            raise ConfigError(f"lm.max_prompt_tokens must be from 1 to {MAX_PROMPT_TOKENS}, got "
+                              f"{self.max_prompt_tokens}")
         for key in ("prompt", "question_template"):
             if len(getattr(self, key)) > MAX_QUESTION_CHARS:
-                raise ConfigError(f"lm.{key} is {len(getattr(self, key))} characters long; at most {MAX_QUESTION_CHARS}")
+                raise ConfigError(f"lm.{key} is {len(getattr(self, key))} characters long; at "
+                                  f"most {MAX_QUESTION_CHARS}")
 
 
 @dataclass

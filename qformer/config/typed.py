@@ -17,6 +17,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+
 class ConfigError(ValueError):
     """A config value that cannot work, named by its dotted key."""
 
@@ -90,7 +91,8 @@ def _type_name(annotation: Any) -> str:
     if origin in (tuple, list):
         count = f"{len(args)} " if origin is tuple and args and args[-1] is not Ellipsis else ""
         return f"a list of {count}{_plural(args[0]) if args else 'values'}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(annotation, str(annotation))
 
 
 def _plural(annotation: Any) -> str:

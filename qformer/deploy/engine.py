@@ -16,10 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from ..extras import require
-from ..files import native_errors, sha256_of
-from .runtime import open_session
-from ..files import OutsideFolderError, inside
+from ..files import OutsideFolderError, inside, native_errors, sha256_of
 from ..processing.prompts import check_generation
+from .runtime import open_session
 
 GRAPH = "model.onnx"
 EMBEDDINGS = "embed_tokens.safetensors"

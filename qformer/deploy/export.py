@@ -53,7 +53,8 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         raise ValueError("this bridge has no language model, so it has no visual prompt to export")
     preprocess = model.vision.preprocessor
     if not hasattr(preprocess, "size"):
-        raise ValueError(f"{type(model.vision).__name__} takes several inputs per image; only one-tensor encoders export")
+        raise ValueError(f"{type(model.vision).__name__} takes several inputs per image; only "
+                         f"one-tensor encoders export")
     was_training = model.training
     graph = VisualPromptGraph(model).eval()
     pixels = torch.randn(2, 3, preprocess.size, preprocess.size)
@@ -75,7 +76,8 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         got = torch.from_numpy(session.run(None, {"pixel_values": pixels.numpy()})[0])
         error = float((got - expected).abs().max())
         if error > PARITY:
-            raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more than {PARITY}); not written")
+            raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more "
+                               f"than {PARITY}); not written")
         manifest = {
             "preprocess": dataclasses.asdict(preprocess),  # what the graph's pixels need (qformer.deploy.lite)
             "visual_prompt": {"file": VISUAL_GRAPH, "sha256": sha256_of(staged / VISUAL_GRAPH), "opset": OPSET,

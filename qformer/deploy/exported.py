@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..extras import require
-from ..files import native_errors, sha256_of
-from .runtime import open_session
-from ..files import OutsideFolderError, inside
+from ..files import OutsideFolderError, inside, native_errors, sha256_of
 from ..processing.preprocess import PIL_FILTERS, Preprocess
+from .runtime import open_session
 
 VISUAL_GRAPH = "visual_prompt.onnx"
 MANIFEST = "onnx.json"

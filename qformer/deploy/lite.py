@@ -19,12 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import Blip2Config, resolve_relative_paths
-from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest, verify_files
+from ..files import inside, native_errors
 from ..processing.images import ImageInput, ImageLoadError, load_images
-from ..files import native_errors
-from .engine import TOKENIZER_DIR, OnnxCausalLM
-from ..files import inside
 from ..processing.prompts import DEFAULT_MAX_NEW_TOKENS, as_list, check_prompt_lengths, question_prompts, questions_for
+from .engine import TOKENIZER_DIR, OnnxCausalLM
+from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest, verify_files
 
 GENERATION = {"max_new_tokens", "min_new_tokens"}  # what plain greedy decoding takes
 

@@ -76,7 +76,8 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         model = copy.deepcopy(model).float()
     step = DecoderStep(model.eval())
     batch, length, past_length = 2, 5, 3
-    example = (torch.randn(batch, length, config.hidden_size) * 0.02, torch.zeros(batch, 1, length, past_length + length),
+    example = (torch.randn(batch, length, config.hidden_size) * 0.02,
+               torch.zeros(batch, 1, length, past_length + length),
                torch.arange(past_length, past_length + length).repeat(batch, 1),
                *[torch.randn(batch, heads, past_length, head_dim) for _ in range(2 * layers)])
     past, present = cache_names(layers, "past"), cache_names(layers, "present")
@@ -136,7 +137,8 @@ def _greedy_changing_settings(model: nn.Module) -> list[str]:
     from ..lm.decoding import DEFAULTS, GREEDY_CHANGING_FIELDS
 
     own = getattr(model, "generation_config", None)
-    changed = [f for f in GREEDY_CHANGING_FIELDS if own is not None and getattr(own, f, None) != getattr(DEFAULTS, f, None)]
+    changed = [f for f in GREEDY_CHANGING_FIELDS if own is not None and getattr(own, f,
+                                                                                None) != getattr(DEFAULTS, f, None)]
     if changed:
         warnings.warn(f"{type(model).__name__}'s generation config sets {changed}, which the onnxruntime engine's "
                       "greedy decoding does not apply; its answers may differ from torch's", stacklevel=3)

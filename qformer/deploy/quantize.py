@@ -44,7 +44,8 @@ def quantize_matmuls(graph, bits: int, head_columns: int | None = None) -> dict:
             kept_float += array is not None
             continue
         if not np.isfinite(array).all():
-            raise ValueError(f"the weight of {node.name} holds NaN or infinity; this language model cannot be quantized")
+            raise ValueError(f"the weight of {node.name} holds NaN or infinity; this language "
+                             f"model cannot be quantized")
         weights[node.output[0]] = array
     groups: dict[str, list] = {}  # input name -> the quantized MatMuls that read it, in graph order
     for node in graph.graph.node:
@@ -90,7 +91,8 @@ def _matmul_nbits(name: str, x: str, bits: int, k: int, n: int, names: list[str]
     from onnx import helper
 
     return helper.make_node("MatMulNBits", [x, *names], [output], name=f"{name}_int{bits}",
-                            domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL[bits])
+                            domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=BLOCK,
+                            accuracy_level=ACCURACY_LEVEL[bits])
 
 
 def _int8(name: str, x: str, y: str, weight: np.ndarray):

@@ -12,11 +12,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..wildlife.classifiers import LITE2, ImageNetClassifier
-from ..wildlife.detect import Detection
-from ..wildlife.fusion import fuse
-from ..wildlife.knowledge import Knowledge
-from ..wildlife.nanodet import ANIMALS, NanoDet
+from ..vision.boxes import Detection
+from ..vision.classifiers import LITE2, ImageNetClassifier
+from ..vision.fusion import fuse
+from ..vision.knowledge import Knowledge
+from ..vision.nanodet import ANIMALS, NanoDet
 from .colour import dominant_colour
 
 
@@ -170,7 +170,8 @@ def _merged(things: list[Thing]) -> list[Thing]:
     for thing in things:
         if thing.name in by_name:
             kept = by_name[thing.name]
-            kept.count, kept.boxes, kept.score = kept.count + thing.count, kept.boxes + thing.boxes, max(kept.score, thing.score)
+            kept.count, kept.boxes = kept.count + thing.count, kept.boxes + thing.boxes
+            kept.score = max(kept.score, thing.score)
         else:
             by_name[thing.name] = thing
     return list(by_name.values())

@@ -87,6 +87,7 @@ def answer(facts: Facts, question: str) -> str:
     if re.match(r"what (?:kind of |sort of )?animals? (?:is|are) (?:this|that|it|these|those|there|in)", q):
         animals = [t for t in facts.things if t.animal]
         return listed([counted(t) for t in animals]) if animals else "I see no animal"
-    if re.match(r"what (?:is|are) (?:this|that|it|these|those|in (?:the|this) (?:photo|picture|image))$|what do you see", q):
+    if re.match(r"what (?:is|are) (?:this|that|it|these|those|in (?:the|this) "
+                r"(?:photo|picture|image))$|what do you see", q):
         return caption(facts)
     return f"{CANNOT}{caption(facts)}"

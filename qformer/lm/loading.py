@@ -13,19 +13,22 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel
 
 from ..config import LMConfig
-from ..encoders.base import DTYPES
 from ..files import write_atomically
 from ..pretrained.frozen import check_parameter_count
+from ..pretrained.weights import load_safetensors_model
+from ..vision.encoders.base import DTYPES
 from .gguf import cache_root, resolve_lm_source
 from .tokenizers import BUILTIN_BYTE_TOKENIZER, load_tokenizer
-from ..pretrained.weights import load_safetensors_model
 
 
 def load_language_model(config: LMConfig) -> tuple[PreTrainedModel, object, str]:
     """`(model, tokenizer, kind)`, kind being "causal" or "seq2seq"; the tokenizer always has a pad token."""
     dtype = DTYPES[config.dtype]
     source = None if config.random_config is not None else resolve_lm_source(config)
-    model_config = AutoConfig.for_model(**config.random_config) if source is None else AutoConfig.from_pretrained(source)
+    if source is None:
+        model_config = AutoConfig.for_model(**config.random_config)
+    else:
+        model_config = AutoConfig.from_pretrained(source)
     kind = config.kind or ("seq2seq" if model_config.is_encoder_decoder else "causal")
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     if source is None:
@@ -56,7 +59,8 @@ def load_onnx_language_model(config: LMConfig):
     engine = OnnxCausalLM(config.onnx if config.onnx else _quantized_engine(config))
     if config.quantize is not None and engine.manifest.get("quantize") != config.quantize:
         raise ValueError(f"lm.quantize={config.quantize!r} but the engine in {engine.folder} holds "
-                         f"{engine.manifest.get('quantize') or 'float32'} weights; set lm.quantize to match, or unset it")
+                         f"{engine.manifest.get('quantize') or 'float32'} weights; "
+                         "set lm.quantize to match, or unset it")
     # a manifest may come from someone else: its tokenizer is the folder's own or the built-in one
     if engine.manifest.get("tokenizer") not in (TOKENIZER_DIR, BUILTIN_BYTE_TOKENIZER):
         raise ValueError(f"{engine.folder}: the tokenizer must be the folder's own ({TOKENIZER_DIR}/) or "

@@ -14,11 +14,10 @@ import torch
 from PIL import Image
 
 from ..config import LMConfig, QFormerConfig
-from .images import ImageInput, ImageLoadError, load_images
 from ..lm.layouts import LAYOUTS
-from .prompts import check_prompt_lengths, question_prompts
 from ..lm.tokenizers import QFormerTokenizer, tokenized
-
+from .images import ImageInput, ImageLoadError, load_images
+from .prompts import check_prompt_lengths, question_prompts
 
 
 class Blip2Processor:
@@ -48,7 +47,8 @@ class Blip2Processor:
     def qformer_tokenizer(self) -> QFormerTokenizer:
         """Loaded on first use: captioning never needs it, and it may name a hub tokenizer."""
         if self._qformer_tokenizer is None:
-            self._qformer_tokenizer = QFormerTokenizer(self.qformer_config.tokenizer, self.qformer_config.max_text_length)
+            self._qformer_tokenizer = QFormerTokenizer(self.qformer_config.tokenizer,
+                                                       self.qformer_config.max_text_length)
         return self._qformer_tokenizer
 
     def qformer_text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,8 @@ class RequestLimits:
         scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in CLIENT_TIMEOUT_HEADERS]}
         declared = _content_length(scope["headers"])
         if declared is not None and declared > self.max_body:
-            return await _refuse(send, 413, f"the request body is over {self.max_body // 2**20} MB; send a smaller image")
+            return await _refuse(send, 413,
+                                 f"the request body is over {self.max_body // 2**20} MB; send a smaller image")
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         held = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from ..wildlife.pipeline import ImageResult
+from ..wildlife.results import ImageResult
 
 
 class _PipelineActor:

@@ -90,7 +90,7 @@ class WildlifeWorker:
         self._lock = threading.Lock()
 
     def report(self, images: Sequence, names: Sequence[str]) -> list[dict]:
-        from ..wildlife.megadetector import to_megadetector
+        from ..wildlife.results import to_megadetector
 
         with self._lock:
             results = self.pipeline(list(images), names=list(names))

@@ -18,8 +18,8 @@ from typing import Sequence
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .megadetector import from_megadetector, to_megadetector, write_json
-from .pipeline import ImageResult, WildlifePipeline
+from .pipeline import WildlifePipeline
+from .results import ImageResult, from_megadetector, to_megadetector, write_json
 
 
 class ResultsFileError(ValueError):
@@ -193,15 +193,12 @@ def describe_run(pipeline) -> tuple[str, str, dict | None]:
     if hasattr(pipeline, "describe_run"):
         return pipeline.describe_run()
     # the detector's own threshold, as the format lets a batch file recommend one to downstream tools
-    threshold = getattr(pipeline.detector, "min_conf", getattr(pipeline.detector, "min_animal", None))
+    threshold = pipeline.detector.min_conf
     metadata = {"typical_detection_threshold": threshold} if threshold is not None else None
-    return describe_detector(pipeline.detector), _describe(pipeline), metadata
-
-
-def describe_detector(detector) -> str:
-    return getattr(detector, "name", type(detector).__name__)
+    return pipeline.detector.name, _describe(pipeline), metadata
 
 
 def _describe(pipeline: WildlifePipeline) -> str:
-    experts = {type(e).__name__ + ":" + getattr(getattr(e, "classifier", None), "name", "?") for e in pipeline.experts.values()}
+    experts = {type(e).__name__ + ":" + getattr(getattr(e, "classifier", None), "name",
+                                                "?") for e in pipeline.experts.values()}
     return f"coarse {getattr(pipeline.coarse.classifier, 'name', '?')}; experts {', '.join(sorted(experts))}"

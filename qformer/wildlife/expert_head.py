@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .classifiers import ImageNetClassifier
-from .knowledge import Knowledge
+from ..vision.classifiers import ImageNetClassifier
+from ..vision.knowledge import Knowledge
 
 HEAD_FILE, INFO_FILE = "head.safetensors", "expert.json"
 

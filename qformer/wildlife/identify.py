@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .knowledge import RANKS, Knowledge
+from ..vision.knowledge import RANKS, Knowledge
 
 
 @dataclass
@@ -76,7 +76,8 @@ def identify(scores: dict[str, float], knowledge: Knowledge, threshold: float = 
         if total >= threshold and len(members) > 1:
             top = max(members, key=scores.get)
             species = knowledge.species[top]
-            return Identification(species.common_name, "species", total, "rollup", top, species.scientific_name, suppressed)
+            return Identification(species.common_name, "species", total, "rollup", top,
+                                  species.scientific_name, suppressed)
     for rank in RANKS:
         sums: dict[str, float] = {}
         for label, score in scores.items():

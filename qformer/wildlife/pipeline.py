@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -19,31 +18,15 @@ from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
 from ..processing.images import ImageInput, ImageLoadError, load_image
-from .classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
-from .detect import CROP_SIDE, CamDetector, Detection
-from .fusion import FusedDetector, fuse
-from .knowledge import GROUPS, Knowledge, check_country
-from .nanodet import NanoDet
-from .policy import Animal, Evidence, decide, top_group
+from ..vision.boxes import CROP_SIDE, Detection
+from ..vision.classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
+from ..vision.detect import CamDetector
+from ..vision.fusion import FusedDetector, fuse
+from ..vision.knowledge import GROUPS, Knowledge, check_country
+from ..vision.nanodet import NanoDet
+from .policy import Evidence, decide, top_group
+from .results import Animal, ImageResult
 from .thresholds import Thresholds
-
-
-@dataclass
-class ImageResult:
-    file: str
-    animals: list[Animal] = field(default_factory=list)
-    failure: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    # what the models said about each detection, kept when asked for (calibration); not serialised
-    evidence: list[Evidence] | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "evidence"}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ImageResult:
-        animals = [Animal(**{**a, "box": tuple(a["box"])}) for a in data["animals"]]
-        return cls(data["file"], animals, data["failure"], data["timings"])
 
 
 class View(NamedTuple):

@@ -16,31 +16,12 @@ without running a model (`python -m qformer.training.calibrate_wildlife` fits it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..vision.knowledge import GROUPS, Knowledge
 from .identify import identify
-from .knowledge import GROUPS, Knowledge
+from .results import Animal
 from .thresholds import Thresholds
-
-
-@dataclass
-class Animal:
-    box: tuple[float, float, float, float]  # x, y, w, h as fractions of the image
-    detection_conf: float
-    category: str  # animal, person or vehicle (what the detector saw)
-    group: str | None = None  # mammal, bird, ...
-    group_score: float = 0.0
-    name: str | None = None  # species common name, or the taxon it rolled up to
-    rank: str | None = None  # species, genus, family, order, class or group
-    score: float = 0.0
-    prediction_source: str = "detector"  # expert, rollup, coarse or detector
-    scientific_name: str | None = None
-    habitat: str | None = None
-    iucn_category: str | None = None
-    iucn_year: int | None = None
-    domesticated: bool | None = None
-    breed: str | None = None
-    suppressed_by_country: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

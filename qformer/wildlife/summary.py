@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-from .pipeline import ImageResult
-from .policy import Animal
+from .results import Animal, ImageResult
 
 IUCN = {"LC": "least concern", "NT": "near threatened", "VU": "vulnerable", "EN": "endangered",
         "CR": "critically endangered", "EW": "extinct in the wild", "EX": "extinct", "DD": "data deficient"}
@@ -37,7 +35,8 @@ def describe(result: ImageResult) -> str:
 def llm_describe(result: ImageResult, lm, max_new_tokens: int = 60) -> str:
     """One friendly sentence by a chat LM (a qformer FrozenLM), told to use only the result's facts."""
     facts = describe(result).split(": ", 1)[1]
-    request = f"In one friendly sentence for a hiker, say what animals are in their photo. Use only these facts: {facts}"
+    request = ("In one friendly sentence for a hiker, say what animals are in their photo. "
+               f"Use only these facts: {facts}")
     prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
                                               add_generation_prompt=True)
     return lm.generate_text([prompt], max_new_tokens=max_new_tokens)[0]

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from ..config import ConfigError, VisionConfig
-from ..pretrained.frozen import check_parameter_count
-from ..pretrained.weights import load_safetensors_model
+from ...config import ConfigError, VisionConfig
+from ...pretrained.frozen import check_parameter_count
+from ...pretrained.weights import load_safetensors_model
 from .base import CLIP_MEAN, CLIP_STD, FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 
 SUPPORTED = ("CLIPVisionModel", "SiglipVisionModel", "Dinov2Model", "Blip2VisionModel")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import timm
 import torch
 
-from ..config import ConfigError, VisionConfig
-from ..pretrained.frozen import check_parameter_count
-from ..pretrained.weights import is_package_ref, load_by_position, package_file, read_state_dict
+from ...config import ConfigError, VisionConfig
+from ...pretrained.frozen import check_parameter_count
+from ...pretrained.weights import is_package_ref, load_by_position, package_file, read_state_dict
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
 from .packaged import check_architecture, packaged_backbone
 

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import torch
 
-from ..extras import require
-
-open_clip = require("open_clip", "the open_clip vision backend")
-from open_clip.transformer import VisionTransformer  # noqa: E402
-
-from ..config import ConfigError, VisionConfig
-from ..pretrained.weights import WeightsError
+from ...config import ConfigError, VisionConfig
+from ...extras import require
+from ...pretrained.weights import WeightsError
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
+
+open_clip = require("open_clip", "the open_clip vision backend")  # a sentence with its pip command, if missing
+from open_clip.transformer import VisionTransformer  # noqa: E402
 
 # Settings of the model's own config that a config may override; loader options are refused.
 OPEN_CLIP_ARCHITECTURE_KWARGS = frozenset({

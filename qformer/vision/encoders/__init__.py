@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import VisionConfig
+from ...config import VisionConfig
 from .base import FrozenImageEncoder, Pixels, Preprocess
 from .fusion import FusedEncoder
 

@@ -8,7 +8,6 @@ have their weights: MegaDetector (YOLO weights) and torchvision's COCO detectors
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -17,38 +16,13 @@ from PIL import Image
 from torchvision.transforms.v2.functional import normalize, pil_to_tensor, to_dtype
 
 from ..processing.images import network_size
+from .boxes import CATEGORIES, Detection, inside_fraction, xywh
 from .classifiers import ImageNetClassifier
 from .knowledge import Knowledge
 
-CATEGORIES = ("animal", "person", "vehicle")  # MegaDetector's 1, 2, 3
 COCO_ANIMALS = set(range(16, 26))  # bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe
 COCO_PERSON = {1}
 COCO_VEHICLES = set(range(2, 10))  # bicycle, car, motorcycle, airplane, bus, train, truck, boat
-CROP_SIDE = 512  # crops are kept at most this size: more than any ImageNet classifier's input
-
-
-@dataclass
-class Detection:
-    box: tuple[float, float, float, float]  # x, y, width, height, as fractions of the image (MegaDetector's bbox)
-    conf: float
-    category: str  # one of CATEGORIES
-    label: str | None = None  # the detector's own class name, when it has one (a COCO detector's "dog")
-    from_maps: bool = False  # a region of a classifier's activation maps, not a detector's box
-
-    def crop(self, image: Image.Image, margin: float = 0.15, side: int = CROP_SIDE) -> Image.Image:
-        """What a classifier sees of this detection: the box widened by `margin` of its size on every
-        side, then to a square around its centre (a classifier names an animal better with some of its
-        surroundings than cut at its outline), kept within the image and scaled to at most `side`."""
-        width, height = image.size
-        x, y, w, h = self.box
-        half = max(w * width, h * height) * (1 + 2 * margin) / 2
-        cx, cy = (x + w / 2) * width, (y + h / 2) * height
-        left, top = max(0, int(cx - half)), max(0, int(cy - half))
-        right = min(width, max(left + 1, int(cx + half)))
-        bottom = min(height, max(top + 1, int(cy + half)))
-        crop = image.crop((left, top, right, bottom))
-        crop.thumbnail((side, side), Image.Resampling.BICUBIC)
-        return crop
 
 
 class CamDetector:
@@ -65,13 +39,15 @@ class CamDetector:
         self.size = size or classifier.preprocess.size
         self.animal_classes = [c["index"] for c in knowledge.classes if c["group"]]
         self.name = f"activation maps of {classifier.name}"
+        self.min_conf = min_animal  # the strongest region of a photo scores its whole animal probability
 
     def __call__(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         return [self._detect(image) for image in images]
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         shape = network_size(*image.size, self.size)  # a panorama is squashed, never 448000 pixels long
-        pixels = to_dtype(pil_to_tensor(image.convert("RGB").resize(shape, Image.Resampling.BICUBIC)), torch.float32, scale=True)
+        pixels = to_dtype(pil_to_tensor(image.convert("RGB").resize(shape, Image.Resampling.BICUBIC)),
+                          torch.float32, scale=True)
         pixels = normalize(pixels, list(self.classifier.preprocess.mean), list(self.classifier.preprocess.std))
         probs, maps = self.classifier.activation_maps(pixels[None], self.animal_classes)
         animal = float(probs[0, self.animal_classes].sum())
@@ -99,17 +75,9 @@ def _merge(boxes: list[list[float]], scores: list[float], iou: float) -> list[De
     boxes_t, scores_t = torch.tensor(boxes), torch.tensor(scores)
     kept: list[int] = []
     for i in torchvision.ops.nms(boxes_t, scores_t, iou).tolist():
-        if all(_inside(boxes_t[i], boxes_t[j]) < 0.7 for j in kept):
+        if all(inside_fraction(boxes[i], boxes[j]) < 0.7 for j in kept):
             kept.append(i)
     return [Detection(xywh(boxes_t[i].tolist()), float(scores_t[i]), "animal", from_maps=True) for i in kept]
-
-
-def _inside(box: torch.Tensor, other: torch.Tensor) -> float:
-    """The fraction of `box`'s area that lies inside `other`."""
-    width = (torch.minimum(box[2], other[2]) - torch.maximum(box[0], other[0])).clamp_min(0)
-    height = (torch.minimum(box[3], other[3]) - torch.maximum(box[1], other[1])).clamp_min(0)
-    area = ((box[2] - box[0]) * (box[3] - box[1])).clamp_min(1e-9)
-    return float(width * height / area)
 
 
 class TorchvisionDetector:
@@ -118,6 +86,7 @@ class TorchvisionDetector:
 
     def __init__(self, model: torch.nn.Module, min_conf: float = 0.3):
         self.model, self.min_conf = model.eval(), min_conf
+        self.name = f"torchvision {type(model).__name__}"
 
     @classmethod
     def from_name(cls, name: str = "fasterrcnn_mobilenet_v3_large_fpn", weights: str | None = "DEFAULT",
@@ -141,6 +110,7 @@ class MegaDetector:
 
     def __init__(self, model: Callable[[Sequence[Image.Image]], Sequence[torch.Tensor]], min_conf: float = 0.2):
         self.model, self.min_conf = model, min_conf
+        self.name = "MegaDetector (YOLO)"
 
     @classmethod
     def from_weights(cls, path: str, min_conf: float = 0.2, device: str | None = None) -> MegaDetector:
@@ -186,11 +156,6 @@ def _from_boxes(boxes: torch.Tensor, scores: torch.Tensor, categories: list[str 
             x1, y1, x2, y2 = (box.float() / scale).clamp(0, 1).tolist()
             detections.append(Detection(xywh([x1, y1, x2, y2]), float(score), category))
     return detections
-
-
-def xywh(box: list[float]) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = box
-    return (round(x1, 4), round(y1, 4), round(x2 - x1, 4), round(y2 - y1, 4))
 
 
 def _components(mask: torch.Tensor) -> list[list[tuple[int, int]]]:

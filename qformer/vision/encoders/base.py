@@ -7,9 +7,9 @@ from typing import Sequence, Union
 import torch
 from PIL import Image
 
-from ..config import ConfigError, VisionConfig
-from ..pretrained.frozen import Frozen
-from ..processing.preprocess import Preprocess
+from ...config import ConfigError, VisionConfig
+from ...pretrained.frozen import Frozen
+from ...processing.preprocess import Preprocess
 
 Pixels = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # a tuple for fused encoders, one per member
 

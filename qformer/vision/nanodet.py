@@ -17,9 +17,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from ..extras import require
 from ..deploy.runtime import open_session
-from .detect import Detection, xywh
+from ..extras import require
+from .boxes import CATEGORIES, Detection, xywh
 
 MODEL = Path(__file__).resolve().parent / "data" / "nanodet-m.onnx"
 SIZE, STRIDES, BINS = 416, (8, 16, 32), 11
@@ -39,9 +39,6 @@ COCO_NAMES = (
 
 ANIMALS = {"bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"}
 VEHICLES = {"bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat"}
-
-
-_CATEGORY_IDS = {"animal": 0, "person": 1, "vehicle": 2}
 
 
 def category_of(index: int) -> str | None:
@@ -114,7 +111,11 @@ class NanoDet:
         boxes, conf, best = torch.from_numpy(boxes[keep]), torch.from_numpy(conf[keep]), torch.from_numpy(best[keep])
         # wildlife asks what kind of thing a box holds, so a dog box and a cat box over one animal are
         # duplicates: suppression runs per MegaDetector category; with every class, per COCO class
-        groups = best if self.all_classes else torch.tensor([_CATEGORY_IDS.get(category_of(int(k)), 3) for k in best])
+        if self.all_classes:
+            groups = best
+        else:  # suppression within MegaDetector's categories; the rest share one more
+            categories = [category_of(int(k)) for k in best]
+            groups = torch.tensor([CATEGORIES.index(c) if c else len(CATEGORIES) for c in categories])
         kept = torchvision.ops.batched_nms(boxes, conf, groups, self.iou)
         detections = []
         for i in kept.tolist():

