@@ -25,7 +25,7 @@ from qformer.grounded.loading import photo_parts
 from qformer.processing.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
 from qformer.vision.knowledge import check_country
 from qformer.wildlife import WildlifePipeline
-from qformer.wildlife.batch import describe_detector
+from qformer.wildlife.batch import describe_run
 from qformer.wildlife.results import to_megadetector, write_json
 from qformer.wildlife.summary import IUCN
 
@@ -201,7 +201,7 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
     cards = "\n\n".join(card(k, a) for k, a in enumerate(result.animals, 1)) or "No animal found in this photo."
     report = Path(tempfile.mkdtemp(prefix="qformer-")) / "megadetector.json"
     pipeline = models.wildlife()
-    write_json(to_megadetector([result], describe_detector(pipeline.detector), "EfficientNet-Lite2 experts"), report)
+    write_json(to_megadetector([result], *describe_run(pipeline)), report)
     return draw_boxes(image, result.animals), cards, rows, str(report), f"Found {len(result.animals)}."
 
 

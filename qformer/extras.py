@@ -1,9 +1,11 @@
-"""Optional parts install as extras (`pip install 'qformer[train]'`); a missing one is named with its command."""
+"""Optional parts install as extras (`pip install 'qformer-bridge[train]'`); a missing one is named with its command."""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+DISTRIBUTION = "qformer-bridge"  # the name on PyPI ("qformer" there is another project); `import qformer`
 
 # module -> (PyPI package, extra that installs it)
 OPTIONAL = {
@@ -36,4 +38,5 @@ def require(module: str, purpose: str) -> ModuleType:
         if e.name != root or root not in OPTIONAL:
             raise
         package, extra = OPTIONAL[root]
-        raise MissingExtra(f"{purpose} needs {package}, which is not installed: pip install 'qformer[{extra}]'") from e
+        raise MissingExtra(f"{purpose} needs {package}, which is not installed: "
+                           f"pip install '{DISTRIBUTION}[{extra}]'") from e

@@ -42,3 +42,12 @@ def test_usage_errors_exit_2(cat_file, capsys):
 def test_console_entry_point(cat_file):
     result = subprocess.run([sys.executable, "-m", "qformer", "models"], capture_output=True, text=True, check=True)
     assert "tiny-random" in result.stdout.split()
+
+
+def test_version_names_the_package_and_its_distribution(capsys):
+    import qformer
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"qformer {qformer.__version__} (qformer-bridge on PyPI)"

@@ -17,7 +17,7 @@ HEAVY = ("torch", "transformers", "timm", "gradio", "datasets", "open_clip", "ac
 def test_the_wheel_installs_one_top_level_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
-    (wheel,) = tmp_path.glob("qformer-*.whl")
+    (wheel,) = tmp_path.glob("qformer_bridge-*.whl")  # PyPI's "qformer" is another project
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"qformer"}, top
@@ -61,4 +61,4 @@ def test_import_qformer_loads_no_heavy_module():
 def test_a_missing_extra_is_named_with_its_pip_command(monkeypatch, capsys, command, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
     assert main(command) == 2
-    assert f"pip install 'qformer[{extra}]'" in capsys.readouterr().err
+    assert f"pip install 'qformer-bridge[{extra}]'" in capsys.readouterr().err

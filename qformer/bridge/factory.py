@@ -56,7 +56,7 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2:
 
     if name_or_path == DEFAULT_MODEL:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer")
+            raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer-bridge")
         return Blip2.from_pretrained(str(DEFAULT_MODEL_DIR), **overrides)
     presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .. import __version__
 from ..config import LM_QUANTIZE
+from ..extras import DISTRIBUTION
 from ..processing.prompts import DEFAULT_MAX_NEW_TOKENS, MAX_BEAMS, MAX_NEW_TOKENS
 
 QUANTIZE_HELP = ("run the bridge's language model on onnxruntime with block-wise int8 or int4 weights "
@@ -41,6 +43,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qformer", description="Captions, answers and wildlife reports for "
                                      "images, from a Q-Former between a frozen image encoder and a frozen LM.")
+    parser.add_argument("--version", action="version", version=f"qformer {__version__} ({DISTRIBUTION} on PyPI)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
