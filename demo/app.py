@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 import qformer
 from qformer.bridge.attention_maps import heatmaps
 from qformer.bridge.factory import DEFAULT_MODEL
-from qformer.grounded import Answer, BridgeCaptioner, Captioner, Facts, RoutedCaptioner
-from qformer.grounded.loading import photo_parts
+from qformer.grounded import Answer, Captioner, Facts
+from qformer.grounded.loading import captioner_for, photo_parts
 from qformer.processing.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
 from qformer.vision.knowledge import check_country
 from qformer.wildlife import WildlifePipeline
@@ -93,13 +93,11 @@ class Models:
     def captioner(self, name: str | None) -> Captioner:
         """The routed default (photos grounded, drawings to the bridge), or the chosen bridge alone."""
         key = self.resolve(name)
-        bridge = BridgeCaptioner(self.bridge(key))
-        if key != DEFAULT_MODEL:
-            return bridge
-        with self._wildlife_lock:
-            if self._photo_parts is None:  # built once; the bridge is the cached one
-                self._photo_parts = photo_parts() or ()
-        return RoutedCaptioner(bridge, *self._photo_parts) if self._photo_parts else bridge
+        if key == DEFAULT_MODEL:
+            with self._wildlife_lock:
+                if self._photo_parts is None:  # built once; the bridge is the cached one
+                    self._photo_parts = photo_parts() or ()
+        return captioner_for(key, self.bridge(key), self._photo_parts if key == DEFAULT_MODEL else None)
 
     def wildlife(self) -> WildlifePipeline:
         with self._wildlife_lock:

@@ -72,8 +72,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if _runs_without_torch(args):
         from ..deploy.lite import LiteCaptioner
+        from ..processing.answers import BridgeCaptioner
 
-        model = _load(lambda: LiteCaptioner(args.model), args.model)
+        model = _load(lambda: BridgeCaptioner(LiteCaptioner(args.model)), args.model)
     else:
         device = device_named(args.device)
         if device is None:
@@ -197,9 +198,6 @@ def _report(records: list[dict], as_json: bool) -> int:
             failed += 1
         else:  # the text, which path gave it, and the facts a grounded answer came from
             found = record.pop(value_key)
-            if isinstance(found, str):  # the torch-free runtime's answers: an exported bridge's
-                record.update({value_key: found, "source": "bridge"})
-                continue
             record.update({value_key: found.text, "source": found.source},
                           **({"facts": found.facts.to_dict()} if found.facts else {}))
     if as_json:  # JSON escapes control characters itself

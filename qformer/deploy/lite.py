@@ -20,8 +20,16 @@ import numpy as np
 
 from ..config import Blip2Config, resolve_relative_paths
 from ..files import inside, native_errors
+from ..processing.answers import in_slots
 from ..processing.images import ImageInput, ImageLoadError, load_images
-from ..processing.prompts import DEFAULT_MAX_NEW_TOKENS, as_list, check_prompt_lengths, question_prompts, questions_for
+from ..processing.prompts import (
+    DEFAULT_MAX_NEW_TOKENS,
+    as_list,
+    check_prompt_lengths,
+    check_question,
+    question_prompts,
+    questions_for,
+)
 from .engine import TOKENIZER_DIR, OnnxCausalLM
 from .exported import MANIFEST, OnnxVisualPrompt, exported_preprocess, is_exported, read_manifest, verify_files
 
@@ -128,8 +136,12 @@ class LiteCaptioner:
                                     **settings)
         with native_errors(self._tokenizer_file, "decoding the answer", "export the model again"):
             texts = self.tokenizer.decode_batch(tokens.tolist(), skip_special_tokens=True)
-        answers = iter(text.strip() for text in texts)
-        return [next(answers) if e is None else e for e in errors]
+        return in_slots(errors, (text.strip() for text in texts))
+
+    def check_question(self, question: str) -> str:
+        """As `Blip2.check_question`: a question the prompt holds, counted in the LM's tokens."""
+        self.prompt_ids(question_prompts(self.lm_config.question_template, [check_question(question)]))
+        return question
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """As the processor's: the tokenizer's own special tokens added, never a trailing EOS."""

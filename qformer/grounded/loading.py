@@ -41,11 +41,16 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
         quantize = DEFAULT_CPU_QUANTIZE
     overrides = {"lm": {"quantize": quantize}} if quantize not in (None, "none") else {}
     bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name, **overrides).eval()
-    bridge = BridgeCaptioner(bridge.to(device) if device else bridge)
-    if name != "default":
-        return bridge
-    parts = photo_parts(device)
-    return RoutedCaptioner(bridge, *parts) if parts else bridge
+    bridge = bridge.to(device) if device else bridge
+    return captioner_for(name, bridge, photo_parts(device) if name == "default" else None)
+
+
+def captioner_for(name: str, bridge, parts: tuple | None = None) -> Captioner:
+    """What `name` stands for, on a loaded bridge: for "default", photos to the grounded captioner and
+    drawings to the bridge (`parts` from `photo_parts`; without them, the bridge alone); for any other
+    name, the bridge alone. The one place a captioner is put together (the CLI, the demo, the servers)."""
+    bridge = BridgeCaptioner(bridge)
+    return RoutedCaptioner(bridge, *parts) if name == "default" and parts else bridge
 
 
 def bridge_of(name: str) -> str:

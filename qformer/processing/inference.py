@@ -12,8 +12,9 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import nn
 
+from .answers import in_slots
 from .images import ImageInput, ImageLoadError
-from .prompts import as_list, questions_for
+from .prompts import as_list, check_question, questions_for
 
 
 def inference(method):
@@ -72,8 +73,13 @@ class InferenceMixin:
             return list(errors)
         kept = [p for p, e in zip(prompts, errors) if e is None]
         tokens = self.generate(pixels, **self.processor.lm_generation(kept), **generation)
-        answers = iter(self.processor.decode(tokens))
-        return [next(answers) if e is None else e for e in errors]
+        return in_slots(errors, self.processor.decode(tokens))
+
+    def check_question(self, question: str) -> str:
+        """`question` if it is a question this model's prompt holds, counted in its LM's tokens; else a
+        `ValueError` that says why, before any image work."""
+        self.processor.prompt_ids(self.processor.question_prompts([check_question(question)]))
+        return question
 
     @inference
     def scores(self, images: ImageInput | Sequence[ImageInput], texts: Sequence[str],
