@@ -27,9 +27,8 @@ import torch
 from common import environment
 from PIL import Image
 
-from qformer.processing.images import load_image
+from qformer.processing.images import find_images, load_image
 from qformer.wildlife import WildlifePipeline
-from qformer.wildlife.batch import find_images
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

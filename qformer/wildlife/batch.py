@@ -10,56 +10,19 @@ takes every n-th file and keeps its own checkpoint; the main process merges at t
 from __future__ import annotations
 
 import json
-import mimetypes
 import os
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ..processing.images import find_images
 from .pipeline import WildlifePipeline
 from .results import ImageResult, from_megadetector, to_megadetector, write_json
 
 
 class ResultsFileError(ValueError):
     """A results or checkpoint file that cannot be read; it is kept, and the run does not touch it."""
-
-
-def image_suffixes() -> set[str]:
-    """The file extensions Pillow can open here (with its plugins, e.g. pillow-heif for .heic)."""
-    Image.init()
-    return {suffix.lower() for suffix in Image.registered_extensions()}
-
-
-def find_images(targets: Sequence[str | Path]) -> tuple[list[str], list[str]]:
-    """(images, skipped): files named directly and image files under folders (recursively), sorted,
-    each once however often it is named (`dir dir/a.jpg` is one run over dir); and the photos in those
-    folders that no installed decoder reads (a phone's .heic without pillow-heif, a camera's raw files),
-    so they can be reported rather than silently left out."""
-    suffixes = image_suffixes()
-    found, skipped, seen = [], [], set()
-
-    def add(path: Path, into: list[str]) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            into.append(str(path))
-
-    for target in map(Path, targets):
-        if target.is_dir():
-            for path in sorted(target.rglob("*")):
-                if not path.is_file() or path.name.startswith("."):
-                    continue
-                if path.suffix.lower() in suffixes:
-                    add(path, found)
-                elif (mimetypes.guess_type(path.name)[0] or "").startswith("image/"):
-                    add(path, skipped)
-        elif target.exists():
-            add(target, found)
-        else:
-            raise FileNotFoundError(f"{target}: no such file or folder")
-    return found, skipped
 
 
 def list_images(targets: Sequence[str | Path]) -> list[str]:
