@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 # public names whose modules import torch and transformers: loaded on first use (PEP 562)
 _LAZY = {"Blip2": ".bridge.model", "create_model": ".bridge.factory", "get_config": ".bridge.factory",
+         "load_captioner": ".grounded.loading",
          "list_models": ".bridge.factory"}
 
 
@@ -41,5 +42,6 @@ __all__ = [
     "create_model",
     "get_config",
     "list_models",
+    "load_captioner",
     "load_image",
 ]

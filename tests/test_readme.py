@@ -28,3 +28,16 @@ def test_the_readmes_first_command_prints_what_the_readme_shows(capsys, monkeypa
             args += sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(word)) if "*" in word else [word]
         assert main(args) == 0
     assert capsys.readouterr().out.strip().splitlines() == expected
+
+
+def test_every_python_block_of_the_readme_runs_as_written(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    (tmp_path / "samples").symlink_to(ROOT / "samples")  # what the blocks write lands here, not in the clone
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    assert "an Egyptian cat grounded" in printed and "a blue square and a red circle" in printed
+    assert (tmp_path / "runs" / "my-bridge" / "model.safetensors").is_file()
