@@ -17,6 +17,7 @@ import numpy as np
 
 from ..extras import require
 from ..files import OutsideFolderError, inside, native_errors, sha256_of
+from ..lm.steps import generated_length
 from ..processing.prompts import check_generation
 from .runtime import open_session
 
@@ -33,14 +34,6 @@ SHAPE_BOUNDS = {"layers": 1024, "kv_heads": 1024, "head_dim": 4096, "hidden_size
 
 def cache_names(layers: int, kind: str) -> list[str]:
     return [f"{kind}.{i}.{part}" for i in range(layers) for part in ("key", "value")]
-
-
-def generated_length(tokens: np.ndarray, eos_ids: Sequence[int]) -> int:
-    """Columns `generate` returns: up to the step where the last row ended, or all of them."""
-    ended = np.isin(tokens, list(eos_ids))
-    if not len(eos_ids) or not ended.any(axis=1).all():
-        return tokens.shape[1]
-    return int(ended.argmax(axis=1).max()) + 1
 
 
 def mapped_table(path: Path, width: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..extras import require
 from ..files import sha256_of
+from ..lm.steps import cache_argument, returned_cache
 from .engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
 from .quantize import BLOCK
 
@@ -53,8 +54,8 @@ class DecoderStep(nn.Module):
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_bias, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+                         use_cache=True, logits_to_keep=1, **{cache_argument(self.model): cache})
+        present = [t for layer in returned_cache(out).layers for t in (layer.keys, layer.values)]
         return (out.logits[:, -1].float(), *present)
 
 

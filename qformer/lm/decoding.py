@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from transformers import GenerationConfig, StaticCache
 
-from ..deploy.engine import generated_length
+from .steps import cache_argument, generated_length
 
 # what the decoder takes; a request may also carry settings that change nothing in greedy decoding
 DECODER_ARGS = ("max_new_tokens", "min_new_tokens", "eos_token_id", "pad_token_id")
@@ -52,6 +52,7 @@ class StaticGreedyDecoder:
         self.model = model
         self.check_every = check_every
         self.passes_cache_position = "cache_position" in inspect.signature(model.forward).parameters
+        self.cache_argument = cache_argument(model)
         self.device = next(model.parameters()).device
         self.compiled = self.device.type == "cuda" if compile_step is None else compile_step
         self._step = self._forward_step
@@ -76,8 +77,9 @@ class StaticGreedyDecoder:
 
     def _logits(self, cache, positions, mask, cache_position, **inputs) -> torch.Tensor:
         extra = {"cache_position": cache_position} if self.passes_cache_position else {}
-        out = self.model(**inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1, **extra)
+        extra[self.cache_argument] = cache
+        out = self.model(**inputs, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **extra)
         return out.logits[:, -1].float()
 
     @staticmethod
