@@ -40,6 +40,23 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def with_default_mode(path: str | Path) -> Path:
+    """Give a file the mode every other file of the process gets (0666 less the umask): safetensors
+    writes its files readable by their owner only, and a saved folder is shared or served whole."""
+    os.chmod(path, 0o666 & ~_umask())
+    return Path(path)
+
+
+def _umask() -> int:
+    try:  # read, not set: os.umask would change it for every thread while it is read
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_text_atomically(path: str | Path, text: str) -> Path:
     return write_atomically(path, lambda staging: staging.write_text(text, encoding="utf-8"))
 

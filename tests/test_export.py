@@ -63,6 +63,8 @@ def test_cli_export_then_caption(tmp_path, cat, capsys):
     out = tmp_path / "exported"
     assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 0
     assert "language model runs on onnxruntime" in capsys.readouterr().out
+    # every file of the folder gets the same mode: safetensors' own is owner-only
+    assert len({path.stat().st_mode & 0o777 for path in out.rglob("*") if path.is_file()}) == 1
     assert main(["export", "--onnx", str(out), "--model", "tiny-random"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["caption", cat_file, "--model", str(out), "--max-new-tokens", "4"]) == 0

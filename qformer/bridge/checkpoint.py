@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import with_default_mode
 from ..pretrained.frozen import Frozen
 
 WEIGHTS_NAME = "model.safetensors"
@@ -37,6 +38,7 @@ def bridge_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_bridge(model: nn.Module, directory: Path) -> None:
     save_file(bridge_state_dict(model), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    with_default_mode(directory / WEIGHTS_NAME)
 
 
 def unwrap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

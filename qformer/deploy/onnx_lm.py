@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..extras import require
-from ..files import sha256_of
+from ..files import sha256_of, with_default_mode
 from ..lm.steps import cache_argument, returned_cache
 from .engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
 from .quantize import BLOCK
@@ -110,6 +110,7 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     from safetensors.torch import save_file
 
     save_file({"weight": table}, str(folder / EMBEDDINGS))
+    with_default_mode(folder / EMBEDDINGS)
     if builtin_tokenizer is None:
         tokenizer.save_pretrained(folder / TOKENIZER_DIR)
     session = ort.InferenceSession(str(folder / GRAPH), providers=["CPUExecutionProvider"])

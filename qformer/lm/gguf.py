@@ -17,7 +17,7 @@ from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import LMConfig
-from ..files import sha256_of, write_atomically, write_text_atomically
+from ..files import sha256_of, with_default_mode, write_atomically, write_text_atomically
 from ..pretrained.weights import is_package_ref, package_file
 
 
@@ -72,6 +72,7 @@ def _dequantize(source: str, gguf: str, folder: Path | None) -> str:
         # transformers won't save_pretrained a model it read from GGUF (it counts as quantized), but the
         # tensors are plain dequantized floats: write them, the config and the tokenizer ourselves
         save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        with_default_mode(staging / "model.safetensors")
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from ..files import with_default_mode
 from ..vision.classifiers import ImageNetClassifier
 from ..vision.knowledge import Knowledge
 
@@ -44,6 +45,7 @@ class TrainedExpert:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.cpu().contiguous() for k, v in self.head.state_dict().items()}, str(folder / HEAD_FILE))
+        with_default_mode(folder / HEAD_FILE)
         info = {"backbone": self.classifier.name, "weights": self.classifier.weights, "group": self.group,
                 "labels": raw_labels, **metrics}
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
