@@ -113,16 +113,23 @@ def _open(path: str | None) -> Image.Image:
 
 
 def caption_and_ask(models: Models, path: str | None, model_name: str, question: str, max_new_tokens: int,
-                    num_beams: int):
+                    num_beams: int, progress=None):
     try:
         image = _open(path)
+        if progress is not None:  # the first request of a model waits for it to load: say so
+            progress(0.1, desc="loading the model (the first request of each model only)")
         captioner = models.captioner(model_name)
+        if progress is not None:
+            progress(0.6, desc="captioning")
         options = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams)}
         (caption,) = captioner.caption([image], **options)
         reply = captioner.ask([image], [question], **options)[0] if question.strip() else None
-        # the upload itself (with what was found, when grounded), then where the bridge's queries looked
-        shown = draw_boxes(image, _boxes(caption.facts)) if caption.facts else image
-        gallery = [(shown, "your image")] + heatmaps(models.bridge(model_name), image)
+        # the upload itself with what was found when grounded; where the bridge's queries looked when the
+        # bridge answered (for a grounded answer its attention had nothing to do with the words)
+        if caption.source == "bridge":
+            gallery = [(image, "your image")] + heatmaps(models.bridge(model_name), image)
+        else:
+            gallery = [(draw_boxes(image, _boxes(caption.facts)), "your image, with what was found")]
         return caption.text, reply.text if reply else "", gallery, "Done. " + route_note(caption)
     except ImageLoadError as e:
         return "", "", [], f"**Could not read the upload:** {e.reason}"
@@ -130,6 +137,14 @@ def caption_and_ask(models: Models, path: str | None, model_name: str, question:
         return "", "", [], f"**Model:** {e}"
     except (KeyError, OSError, ValueError) as e:  # a model that failed to load, an overlong question
         return "", "", [], f"**Could not run:** {e}"
+
+
+def preview(path: str | None) -> Image.Image | None:
+    """The upload as a picture, or nothing when it is not one we can read (the caption says why)."""
+    try:
+        return _open(path)
+    except ImageLoadError:
+        return None
 
 
 def route_note(answer: Answer) -> str:
@@ -194,8 +209,9 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
                                       species_threshold=float(threshold))
     except ImageLoadError as e:
         return *empty[:4], f"**Could not read the upload:** {e.reason}"
-    rows = [[k, a.name or a.category, a.scientific_name or "", a.rank or "", f"{a.score:.2f}", a.iucn_category or "",
-             a.prediction_source] for k, a in enumerate(result.animals, 1)]
+    rows = [[k, a.name or a.category, a.scientific_name or "", a.rank or "", f"{a.score:.2f}",
+             "domesticated" if a.domesticated else a.iucn_category or "", a.prediction_source]
+            for k, a in enumerate(result.animals, 1)]
     cards = "\n\n".join(card(k, a) for k, a in enumerate(result.animals, 1)) or "No animal found in this photo."
     report = Path(tempfile.mkdtemp(prefix="qformer-")) / "megadetector.json"
     pipeline = models.wildlife()
@@ -205,7 +221,8 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
 
 def build_app(default_model: str = "default", allowed_models: list[str] | tuple[str, ...] = ()) -> gr.Blocks:
     models = Models(default_model, allowed_models)
-    examples = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+    photos = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
+    drawings = [str(p) for p in sorted(SAMPLES.glob("*.png"))]  # the bridge's kind of picture
     with gr.Blocks(title="qformer") as app:
         gr.Markdown("# qformer\nA small trained bridge between a frozen image encoder and a frozen language model, "
                     "and a wildlife pipeline built from composed models. Everything runs on this machine.")
@@ -214,7 +231,8 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
                 with gr.Column():
                     # a plain file input, neither gr.Image nor file_types: Gradio would reject a corrupt image or
                     # another file type with its own error before our decoder could explain what is wrong
-                    image = gr.File(label="Photo", type="filepath", elem_id="caption-image")
+                    image = gr.File(label="Photo or drawing", type="filepath", elem_id="caption-image")
+                    shown = gr.Image(label="Your upload", interactive=False, height=200, elem_id="caption-preview")
                     model_name = gr.Dropdown(sorted(set(models.choices)), value=default_model,
                                              label="Model")
                     question = gr.Textbox(label="Question (optional)", placeholder="what is this?")
@@ -226,10 +244,15 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
                     caption = gr.Textbox(label="Caption", elem_id="caption-out")
                     answer = gr.Textbox(label="Answer", elem_id="answer-out")
                     status = gr.Markdown(elem_id="caption-status")
-                    gallery = gr.Gallery(label="Your image, then where the bridge's queries looked (cross-attention)",
+                    gallery = gr.Gallery(label="Your image; for the bridge's answers, where its queries looked",
                                          columns=4, height=260)
-            gr.Examples(examples, inputs=image)
-            run.click(lambda *a: caption_and_ask(models, *a), [image, model_name, question, max_new_tokens, num_beams],
+            gr.Examples(photos + drawings, inputs=image, label="Photos go to the grounded path, drawings to the bridge")
+            image.upload(preview, image, shown)
+
+            def caption_with_progress(*args, progress=gr.Progress()):
+                return caption_and_ask(models, *args, progress=progress)
+
+            run.click(caption_with_progress, [image, model_name, question, max_new_tokens, num_beams],
                       [caption, answer, gallery, status], api_name="caption")
         with gr.Tab("Wildlife"):
             with gr.Row():
@@ -245,7 +268,7 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
             table = gr.Dataframe(headers=["#", "name", "scientific name", "rank", "score", "IUCN", "source"],
                                  label="Animals", elem_id="wildlife-table", interactive=False)
             download = gr.File(label="MegaDetector-format JSON")
-            gr.Examples(examples, inputs=photo)
+            gr.Examples(photos, inputs=photo)
             find.click(lambda *a: wildlife_report(models, *a), [photo, country, threshold],
                        [boxes, cards, table, download, wild_status], api_name="wildlife")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=100)
@@ -254,8 +277,10 @@ def build_app(default_model: str = "default", allowed_models: list[str] | tuple[
 
 def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default",
            allowed_models: list[str] | tuple[str, ...] = (), **kwargs) -> None:
+    # quiet: Gradio's own lines suggest `share=True`, which a command-line user cannot set
+    print(f"qformer demo: http://{host}:{port} (Ctrl+C stops it)")
     build_app(model, allowed_models).launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD,
-                                            show_error=False, **kwargs)
+                                            show_error=False, quiet=True, **kwargs)
 
 
 if __name__ == "__main__":

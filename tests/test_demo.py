@@ -45,7 +45,10 @@ def test_caption_and_wildlife_through_the_api(client):
     caption, answer, gallery, status = client.predict(handle_file(CAT), "default", "what is this?", 20, 1,
                                                       api_name="/caption")
     assert "cat" in caption and answer and status.startswith("Done.") and "grounded" in status and "cat" in status
-    assert len(gallery) >= 2  # the upload itself, then the queries' attention heatmaps
+    assert len(gallery) == 1  # the upload with its boxes: a grounded answer shows no attention of the bridge
+    caption, _, gallery, status = client.predict(handle_file(str(ROOT / "samples" / "scene.png")), "default", "", 20, 1,
+                                                 api_name="/caption")
+    assert "bridge" in status and len(gallery) >= 2  # the upload, then where the bridge's queries looked
     boxes, cards, table, report, found = client.predict(handle_file(CAT), "", 0.5, api_name="/wildlife")
     assert "domestic cat" in cards and table["data"][0][1] == "domestic cat"
     assert Path(report).read_text().startswith("{") and boxes
