@@ -56,5 +56,5 @@ def test_a_missing_model_file_or_runtime_is_named(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="convert_nanodet.py"):
         NanoDet(tmp_path / "none.onnx")
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
-    with pytest.raises(MissingExtra, match=r"qformer\[wildlife\]"):
+    with pytest.raises(MissingExtra, match=r"qformer-bridge\[wildlife\]"):
         NanoDet()

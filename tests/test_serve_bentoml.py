@@ -90,4 +90,4 @@ def test_bentoml_builds_a_bento_from_the_bentofile(tmp_path):
     (bento,) = [p for p in (tmp_path / "home" / "bentos" / "qformer").iterdir() if p.name != "latest"]
     manifest = (bento / "bento.yaml").read_text()
     assert "qformer.serving.bento_app:Api" in manifest and "CaptionService" in manifest
-    assert (bento / "env" / "python" / "wheels" / "qformer-0.1.0-py3-none-any.whl").is_file()
+    assert (bento / "env" / "python" / "wheels" / "qformer_bridge-0.1.0-py3-none-any.whl").is_file()
