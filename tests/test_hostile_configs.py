@@ -207,3 +207,9 @@ def test_inference_has_no_dropout_whatever_the_mode(cat):
         assert model.ask([cat], "what is it?", max_new_tokens=4) == model.ask([cat], "what is it?", max_new_tokens=4)
         torch.testing.assert_close(model.scores([cat], ["a cat", "a dog"]), expected_scores)
     assert model.training and model.qformer.training, "the caller's mode is given back"
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs/train").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_reads_as_a_valid_recipe(recipe):
+    loaded = load_recipe(recipe, [])
+    assert loaded.max_steps > 0 and loaded.output_dir.startswith("runs/")

@@ -50,7 +50,7 @@ def run_wildlife(args: argparse.Namespace) -> int:
         pipeline = WildlifePipeline.default(device, **options)
     if args.out:
         try:
-            data = run_batch(pipeline, args.images, args.out, resume=args.resume, overwrite=args.overwrite,
+            data = run_batch(pipeline, files, args.out, resume=args.resume, overwrite=args.overwrite,
                              batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, workers=args.workers)
         except FileExistsError as e:
             print(f"qformer: {printable(str(e))}", file=sys.stderr)

@@ -16,17 +16,12 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from ..processing.images import find_images
 from .pipeline import WildlifePipeline
 from .results import ImageResult, from_megadetector, to_megadetector, write_json
 
 
 class ResultsFileError(ValueError):
     """A results or checkpoint file that cannot be read; it is kept, and the run does not touch it."""
-
-
-def list_images(targets: Sequence[str | Path]) -> list[str]:
-    return find_images(targets)[0]
 
 
 def partial_path(out: Path, rank: int) -> Path:
@@ -99,7 +94,7 @@ def _checkpointed(partial: Path) -> dict[str, dict]:
     return done
 
 
-def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: str | Path, resume: bool = False,
+def run_batch(pipeline: WildlifePipeline, images: Sequence[str | Path], out: str | Path, resume: bool = False,
               checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True,
               overwrite: bool = False) -> dict:
     import torch
@@ -110,7 +105,7 @@ def run_batch(pipeline: WildlifePipeline, targets: Sequence[str | Path], out: st
     out = check_output(out, resume, overwrite)
     # a finished run in `out` keeps every result it has, even of files this run does not name
     finished = _finished_results(out) if resume and out.exists() else {}
-    found = list_images(targets)
+    found = [str(image) for image in images]  # the files to run, as `find_images` lists a command line's
     files = [f for f in found if f not in finished][state.process_index :: state.num_processes]
     partial = partial_path(out, state.process_index)
     done: dict[str, dict] = {}
