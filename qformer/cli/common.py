@@ -41,6 +41,12 @@ def device_named(name: str) -> str | None:
     return name
 
 
+def refused(error: BaseException, code: int) -> int:
+    """Say why, in the error's own sentence (made safe for a terminal), and give the exit code."""
+    print(f"qformer: {printable(str(error))}", file=sys.stderr)
+    return code
+
+
 def images_named(targets: list[str]) -> list[str] | int:
     """The image files `targets` name, folders searched, checked before any model loads; or the exit
     code after saying what is wrong: a URL is bad usage (2), a path that does not exist or a folder
@@ -50,11 +56,9 @@ def images_named(targets: list[str]) -> list[str] | int:
     try:
         files, skipped = find_images(targets)
     except FileNotFoundError as e:
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refused(e, EXIT_BAD_INPUT)
     except ValueError as e:
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused(e, EXIT_USAGE)
     if skipped:
         shown = ", ".join(printable(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" * (len(skipped) > 5))
         print(f"qformer: skipped {len(skipped)} photo(s) that no installed decoder reads: {shown}", file=sys.stderr)

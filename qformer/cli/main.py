@@ -16,7 +16,7 @@ from ..extras import MissingExtra, require
 from ..files import UnreadableFileError
 from ..processing.prompts import check_question
 from .args import build_parser
-from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, message, printable
+from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, message, printable, refused
 from .wildlife import run_wildlife
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_USAGE", "main", "printable"]
@@ -78,8 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             check_question(args.question)
         except ValueError as e:
-            print(f"qformer: {printable(str(e))}", file=sys.stderr)
-            return EXIT_USAGE
+            return refused(e, EXIT_USAGE)
     if _runs_without_torch(args):
         from ..deploy.lite import LiteCaptioner
         from ..processing.answers import BridgeCaptioner
@@ -104,11 +103,9 @@ def _run(args: argparse.Namespace) -> int:
             answers = model.ask(images, args.question, return_exceptions=True, **generation)
             records = [{"image": i, "question": args.question, "answer": a} for i, a in zip(images, answers)]
     except UnreadableFileError as e:  # a model file a native library could not use
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refused(e, EXIT_BAD_INPUT)
     except ValueError as e:  # an empty or overlong question
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused(e, EXIT_USAGE)
     return _report(records, args.json)
 
 
@@ -184,8 +181,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         manifest = export_onnx(model, args.onnx, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused(e, EXIT_USAGE)
     visual, lm = manifest["visual_prompt"], manifest["language_model"]
     if lm["engine"] == "onnxruntime":
         weights = f"{lm['quantize']} weights" if lm["quantize"] else "float32 weights"

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..extras import require
-from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, printable
+from .common import EXIT_BAD_INPUT, EXIT_USAGE, device_named, images_named, printable, refused
 
 
 def run_wildlife(args: argparse.Namespace) -> int:
@@ -28,11 +28,9 @@ def run_wildlife(args: argparse.Namespace) -> int:
         if args.out:  # before any work: a bad --out found after an hour of it would lose the hour
             check_output(args.out, args.resume, args.overwrite)
     except ResultsFileError as e:  # earlier results that cannot be read: kept, and nothing is done
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refused(e, EXIT_BAD_INPUT)
     except (FileExistsError, OSError, ValueError) as e:
-        print(f"qformer: {printable(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return refused(e, EXIT_USAGE)
     files = images_named(args.images)
     if isinstance(files, int):
         return files
@@ -53,11 +51,9 @@ def run_wildlife(args: argparse.Namespace) -> int:
             data = run_batch(pipeline, files, args.out, resume=args.resume, overwrite=args.overwrite,
                              batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, workers=args.workers)
         except FileExistsError as e:
-            print(f"qformer: {printable(str(e))}", file=sys.stderr)
-            return EXIT_USAGE
+            return refused(e, EXIT_USAGE)
         except ResultsFileError as e:
-            print(f"qformer: {printable(str(e))}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return refused(e, EXIT_BAD_INPUT)
         if not data:  # another process of a distributed run: the main one reports
             return 0
         failed = sum("failure" in i for i in data.get("images", []))
