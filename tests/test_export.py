@@ -69,3 +69,15 @@ def test_cli_export_then_caption(tmp_path, cat, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["caption", cat_file, "--model", str(out), "--max-new-tokens", "4"]) == 0
     assert main(["export", "--onnx", str(tmp_path / "x"), "--model", "no-such-model"]) == 2
+
+
+def test_exporting_the_default_says_that_photos_are_not_part_of_it(tmp_path, capsys, monkeypatch):
+    import qformer.deploy.export
+
+    manifest = {"visual_prompt": {"file": "visual_prompt.onnx", "max_abs_error_vs_torch": 1e-6},
+                "language_model": {"engine": "torch", "why": "stubbed"}}
+    monkeypatch.setattr(qformer.deploy.export, "export_onnx", lambda model, out, overwrite=False: manifest)
+    assert main(["export", "--onnx", str(tmp_path / "out"), "--model", "default"]) == 0
+    assert "photos" in capsys.readouterr().out
+    assert main(["export", "--onnx", str(tmp_path / "out2"), "--model", "tiny-random"]) == 0
+    assert "photos" not in capsys.readouterr().out

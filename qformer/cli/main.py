@@ -190,6 +190,9 @@ def _export(args: argparse.Namespace) -> int:
         lm_line = f"the language model runs in torch: {lm['why']}"
     print(f"wrote {printable(args.onnx)}: {visual['file']} (largest difference from torch "
           f"{visual['max_abs_error_vs_torch']:.1e}); {lm_line}")
+    if args.model == "default":  # the routed default is more than a bridge: say what the folder holds
+        print("note: this is the default's bridge, its drawing path; photos, which the default sends to the "
+              "grounded captioner, are not part of an export")
     return 0
 
 
