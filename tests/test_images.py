@@ -78,3 +78,20 @@ def test_arrays_and_bytes(cat):
     buffer = io.BytesIO()
     cat.save(buffer, "PNG")
     assert load_image(buffer.getvalue()).size == cat.size
+
+
+def test_load_images_keeps_order_and_errors_in_place_with_several_threads(tmp_path):
+    from qformer.processing.images import load_images
+
+    paths = []
+    for k in range(5):
+        path = tmp_path / f"{k}.png"
+        Image.new("RGB", (8 + k, 8), "red").save(path)
+        paths.append(str(path))
+    paths.insert(2, str(tmp_path / "missing.png"))
+    for workers in (1, 3):
+        loaded, errors = load_images(paths, return_exceptions=True, workers=workers)
+        assert [image.size[0] for image in loaded] == [8, 9, 10, 11, 12]
+        assert [e is not None for e in errors] == [False, False, True, False, False, False]
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        load_images(paths, workers=3)

@@ -136,20 +136,27 @@ def _shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
     return image
 
 
-def load_images(images: Sequence[ImageInput], return_exceptions: bool = False
+def load_images(images: Sequence[ImageInput], return_exceptions: bool = False, workers: int = 1
                 ) -> tuple[list[Image.Image], list[ImageLoadError | None]]:
-    """The readable images, decoded, and per input either None or the error that stopped it; without
-    `return_exceptions`, the first error is raised."""
-    loaded, errors = [], []
-    for image in images:
+    """The readable images, decoded (by `workers` threads: decoding releases the GIL), and per input
+    either None or the error that stopped it; without `return_exceptions`, the first error is raised."""
+    def attempt(image: ImageInput) -> Image.Image | ImageLoadError:
         try:
-            loaded.append(load_image(image))
-            errors.append(None)
+            return load_image(image)
         except ImageLoadError as e:
             if not return_exceptions:
                 raise
-            errors.append(e)
-    return loaded, errors
+            return e
+
+    if workers > 1 and len(images) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(images))) as pool:
+            decoded = list(pool.map(attempt, images))
+    else:
+        decoded = [attempt(image) for image in images]
+    errors = [d if isinstance(d, ImageLoadError) else None for d in decoded]
+    return [d for d in decoded if not isinstance(d, ImageLoadError)], errors
 
 
 def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -17,7 +16,8 @@ import torch
 from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
-from ..processing.images import ImageInput, ImageLoadError, load_image
+from ..processing.answers import in_slots
+from ..processing.images import ImageInput, ImageLoadError, load_images
 from ..vision.boxes import CROP_SIDE, Detection
 from ..vision.classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
 from ..vision.detect import CamDetector
@@ -95,24 +95,19 @@ class WildlifePipeline:
         threshold = self.thresholds.species if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
                                                        for k, i in enumerate(images)]
-        results = [ImageResult(n) for n in names]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            decoded = list(pool.map(_try_load, images))
-        loaded, slots = [], []
-        for k, image in enumerate(decoded):
-            if isinstance(image, ImageLoadError):
-                results[k].failure = str(image)
-            else:
-                loaded.append(image)
-                slots.append(k)
+        loaded, errors = load_images(images, return_exceptions=True, workers=workers)
         states = [{"image": image, "country": country, "threshold": threshold} for image in loaded]
         with ExitStack() as stack:
             for classifier in self._classifiers():
                 stack.enter_context(classifier.remembering())  # coarse and expert share one pass per crop
-            for k, run in zip(slots, self.graph.map(states)):
-                results[k].animals, results[k].timings = run["animals"], run.timings
-                if keep_evidence:
-                    results[k].evidence = run["evidence"]
+            runs = in_slots(errors, self.graph.map(states) if states else [])
+        results = []
+        for name, run in zip(names, runs):
+            if isinstance(run, ImageLoadError):
+                results.append(ImageResult(name, failure=str(run)))
+                continue
+            results.append(ImageResult(name, run["animals"], timings=run.timings,
+                                       evidence=run["evidence"] if keep_evidence else None))
         return results
 
     def _classifiers(self) -> list[ImageNetClassifier]:
@@ -192,13 +187,6 @@ class WildlifePipeline:
     def _decide(self, evidence: list[Evidence], country: str | None, threshold: float) -> list[Animal]:
         decided = (decide(e, self.knowledge, self.thresholds, country, threshold) for e in evidence)
         return [animal for animal in decided if animal is not None]
-
-
-def _try_load(image: ImageInput) -> Image.Image | ImageLoadError:
-    try:
-        return load_image(image)
-    except ImageLoadError as e:
-        return e
 
 
 def _split(flat: list, shape_like: list[list]) -> list[list]:
