@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -80,3 +81,16 @@ def test_folders_and_several_images_are_taken_wherever_images_are(tmp_path, caps
     assert main(["ask", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "what is it?", "--model", "tiny-random",
                  "--max-new-tokens", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_the_command_line_reference_names_every_flag_of_every_command():
+    from pathlib import Path
+
+    from qformer.cli.args import build_parser
+
+    reference = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {flag}" for name, parser in commands.choices.items() for action in parser._actions
+               for flag in action.option_strings if flag.startswith("--") and flag != "--help"
+               and flag not in reference]
+    assert missing == [], f"docs/cli.md does not mention {missing}"
