@@ -2,7 +2,7 @@
 
 The model takes tensors, as transformers' `Blip2ForConditionalGeneration` does; `model.processor`
 (a `Blip2Processor`) makes them from images and text, and `caption`, `ask` and `scores`
-(`inference.py`) do both for you. Saving and loading are `hub.py`'s.
+(`processing/inference.py`) do both for you. Saving and loading are `hub.py`'s.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def has_relative_paths(config: Blip2Config) -> bool:
 def resolve_relative_paths(config: Blip2Config, root: Path) -> Blip2Config:
     """The config of a saved folder with its paths as the loaders read them: `./name` inside the folder
     (made absolute), hub ids and `pypi:` packages as they are. A saved config may come from someone
-    else, so anything that would lead outside the folder is refused by name (`paths.py`)."""
+    else, so anything that would lead outside the folder is refused by name (`qformer/files.py`)."""
     from ..files import file_name_only, named_in_folder
 
     data = config.to_dict()

@@ -1,5 +1,5 @@
 """A frozen causal LM's engine folder on onnxruntime, run with numpy alone (no torch): the graph
-exported by `onnx_lm.py`, its input embeddings and its tokenizer, each checked against the
+exported by `deploy/onnx_lm.py`, its input embeddings and its tokenizer, each checked against the
 SHA-256 in `engine.json` before use.
 
 Decoding is greedy: the prompt in one pass, then one token per step with the KV cache, the same

@@ -4,7 +4,7 @@ it on onnxruntime.
 
 The folder is a normal saved bridge (config.json, model.safetensors) plus `visual_prompt.onnx`,
 `onnx.json`, which records the graph's SHA-256 and which engine runs the language model, and, for a
-causal LM that exports, `language_model/`: the LM with its KV cache on onnxruntime (`onnx_lm.py`),
+causal LM that exports, `language_model/`: the LM with its KV cache on onnxruntime (`deploy/onnx_lm.py`),
 named by the saved config as `lm.onnx = "./language_model"`. An LM that does not export stays in
 torch, and the manifest says why.
 """

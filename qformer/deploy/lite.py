@@ -4,7 +4,7 @@
 both run on onnxruntime; `LiteCaptioner(OUT)` runs them with nothing else, so a process starts in
 about a second instead of four (importing torch, transformers and timm) and holds a few hundred MB
 less. The answers are the torch path's own, token for token (tests/test_lite.py): the same
-preprocessing (`preprocess.py`), the same prompt ids, the same greedy decoding (`onnx_engine.py`).
+preprocessing (`processing/preprocess.py`), the same prompt ids, the same greedy decoding (`deploy/engine.py`).
 
 `qformer caption` and `qformer ask` use it for such a folder when the request is plain greedy
 decoding on the CPU; `LiteCaptioner.unsupported(folder)` says why a folder needs torch instead.
@@ -153,7 +153,7 @@ class LiteCaptioner:
 
     def _with_prefix(self, prefix: np.ndarray, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """`[padding, prefix, prompt]` per row, left-padded with the pad token's embedding, as the torch
-        path lays a causal LM's input out (`lm_layouts.py`)."""
+        path lays a causal LM's input out (`lm/layouts.py`)."""
         width = prefix.shape[1] + max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)

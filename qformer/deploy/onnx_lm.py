@@ -3,7 +3,7 @@
 The LM is exported once as one graph that takes input embeddings (so the visual prompt goes straight
 in), an additive attention bias and a KV cache, and returns the last position's logits and the grown
 cache. `quantize="int8"` or `"int4"` then stores the MatMul weights in blocks of 32, in llama.cpp's
-Q8_0 and Q4_1 formats, run by onnxruntime's `MatMulNBits` (`onnx_quantize.py`): a Q4_1 GGUF model
+Q8_0 and Q4_1 formats, run by onnxruntime's `MatMulNBits` (`deploy/quantize.py`): a Q4_1 GGUF model
 keeps its own weights exactly. Activations are never quantized per tensor: that is what loses the
 visual prompt (the LM's MLP activations have outliers).
 
@@ -12,7 +12,7 @@ no input-embeddings decoder, so the export is our own: torch's exporter on trans
 
 A folder holds `model.onnx`, `embed_tokens.safetensors` (the input embeddings, to embed the text around
 the prompt), the tokenizer and `engine.json`, which records the SHA-256 of both files. It runs
-without torch (`onnx_engine.py`).
+without torch (`deploy/engine.py`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _greedy_changing_settings(model: nn.Module) -> list[str]:
 
 
 def _quantize(path: Path, bits: int, head_columns: int) -> dict:
-    """Block-wise weights for every MatMul (`onnx_quantize.py`), in place; the counts of each kind."""
+    """Block-wise weights for every MatMul (`deploy/quantize.py`), in place; the counts of each kind."""
     onnx = require("onnx", "quantizing the language model")
     from .quantize import quantize_matmuls
 

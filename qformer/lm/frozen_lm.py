@@ -1,8 +1,8 @@
 """The frozen language model, fed the projected queries as a soft visual prompt in front of its text.
 
-Loading lives in `lm_loading.py`, and where the prefix goes (causal or seq2seq) in `lm_layouts.py`;
+Loading lives in `lm/loading.py`, and where the prefix goes (causal or seq2seq) in `lm/layouts.py`;
 this module holds the frozen contract, the loss and generation, all on tensors. With `lm.quantize` or
-`lm.onnx` the LM runs on onnxruntime (`onnx_lm.py`): then only its input embeddings are in torch, and
+`lm.onnx` the LM runs on onnxruntime (`deploy/onnx_lm.py`): then only its input embeddings are in torch, and
 it decodes greedily, for inference only.
 """
 

@@ -1,5 +1,5 @@
 """The rules for the language model's text around the visual prompt, shared by the torch processor
-and the torch-free runtime (`lite.py`): questions into prompts, batches into lists, length limits."""
+and the torch-free runtime (`deploy/lite.py`): questions into prompts, batches into lists, length limits."""
 
 from __future__ import annotations
 
