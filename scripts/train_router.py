@@ -70,8 +70,8 @@ def fit(x: torch.Tensor, y: torch.Tensor, decay: float = 1e-3) -> tuple[torch.Te
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias,
-                                                                     y) + decay * weight.square().sum()
+        fit = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y)
+        value = fit + decay * weight.square().sum()
         value.backward()
         return value
 

@@ -34,8 +34,8 @@ def device_named(name: str) -> str | None:
               file=sys.stderr)
         return None
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type,
-                         False) or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+    missing_gpu = device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    if not available.get(device.type, False) or missing_gpu:
         print(f"qformer: --device {name} is not available on this machine; use --device cpu or auto", file=sys.stderr)
         return None
     return name

@@ -139,8 +139,8 @@ def _greedy_changing_settings(model: nn.Module) -> list[str]:
     from ..lm.decoding import DEFAULTS, GREEDY_CHANGING_FIELDS
 
     own = getattr(model, "generation_config", None)
-    changed = [f for f in GREEDY_CHANGING_FIELDS if own is not None and getattr(own, f,
-                                                                                None) != getattr(DEFAULTS, f, None)]
+    changed = [f for f in GREEDY_CHANGING_FIELDS
+               if own is not None and getattr(own, f, None) != getattr(DEFAULTS, f, None)]
     if changed:
         warnings.warn(f"{type(model).__name__}'s generation config sets {changed}, which the onnxruntime engine's "
                       "greedy decoding does not apply; its answers may differ from torch's", stacklevel=3)

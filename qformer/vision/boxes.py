@@ -58,8 +58,8 @@ def xywh(corners: Sequence[float]) -> tuple[float, float, float, float]:
 
 def corners(detections: Sequence[Detection]) -> np.ndarray:
     """(N, 4) x1, y1, x2, y2."""
-    return np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in detections)], dtype=np.float64).reshape(-1,
-                                                                                                                    4)
+    rows = [[x, y, x + w, y + h] for x, y, w, h in (d.box for d in detections)]
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
 def area(boxes: np.ndarray) -> np.ndarray:

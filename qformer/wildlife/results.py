@@ -102,8 +102,8 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
         "info": info,
         "detection_categories": DETECTION_CATEGORIES,
         "classification_categories": {class_id: name for name, class_id in classes.items()},
-        "classification_category_descriptions": {class_id: _taxonomy(name, knowledge) for name,
-                                                 class_id in classes.items()},
+        "classification_category_descriptions": {class_id: _taxonomy(name, knowledge)
+                                                 for name, class_id in classes.items()},
         "images": images,
     }
 
