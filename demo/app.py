@@ -12,7 +12,6 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
@@ -155,24 +154,25 @@ def route_note(answer: Answer) -> str:
     return f"**Route:** grounded (a photo). **Facts:** {things}."
 
 
-def _boxes(facts: Facts) -> list:
-    return [SimpleNamespace(box=box, name=f"{t.name}", category=None) for t in facts.things for box in t.boxes]
+def _boxes(facts: Facts) -> list[tuple[tuple, str]]:
+    return [(box, t.name) for t in facts.things for box in t.boxes]
 
 
 BOX_COLOUR = (255, 200, 0)
 
 
-def draw_boxes(image: Image.Image, animals) -> Image.Image:
+def draw_boxes(image: Image.Image, labelled: list[tuple[tuple, str]]) -> Image.Image:
+    """Each (x, y, w, h) box, as fractions of the image, with its number and label."""
     drawn = image.convert("RGB").copy()
     pen = ImageDraw.Draw(drawn)
     width, height = drawn.size
     font = ImageFont.load_default(size=max(12, min(width, height) // 18))
     line = max(2, min(width, height) // 120)
-    for k, animal in enumerate(animals, 1):
-        x, y, w, h = animal.box
+    for k, (box, label) in enumerate(labelled, 1):
+        x, y, w, h = box
         box = (x * width, y * height, (x + w) * width, (y + h) * height)
         pen.rectangle(box, outline=BOX_COLOUR, width=line)
-        label = f"{k}. {animal.name or animal.category}"
+        label = f"{k}. {label}"
         # the label sits on a filled tab so it stays readable on any photo
         left, top, right, bottom = pen.textbbox((box[0] + line, box[1] + line), label, font=font)
         pen.rectangle((left - line, top - line, right + line, bottom + line), fill=BOX_COLOUR)
@@ -183,7 +183,8 @@ def draw_boxes(image: Image.Image, animals) -> Image.Image:
 def card(k: int, animal) -> str:
     if animal.category != "animal":
         return f"### {k}. a {animal.category}\nDetector confidence {animal.detection_conf:.0%}."
-    lines = [f"### {k}. {animal.name}" + (f" (*{animal.scientific_name}*)" if animal.scientific_name else "")]
+    latin = f" (*{animal.scientific_name}*)" if animal.scientific_name else ""
+    lines = [f"### {k}. {animal.common_name or animal.name}{latin}"]
     if animal.breed:
         lines.append(f"- Breed: {animal.breed}")
     if animal.habitat:
@@ -209,14 +210,15 @@ def wildlife_report(models: Models, path: str | None, country: str, threshold: f
                                       species_threshold=float(threshold))
     except ImageLoadError as e:
         return *empty[:4], f"**Could not read the upload:** {e.reason}"
-    rows = [[k, a.name or a.category, a.scientific_name or "", a.rank or "", f"{a.score:.2f}",
+    rows = [[k, a.common_name or a.name or a.category, a.scientific_name or "", a.rank or "", f"{a.score:.2f}",
              "domesticated" if a.domesticated else a.iucn_category or "", a.prediction_source]
             for k, a in enumerate(result.animals, 1)]
     cards = "\n\n".join(card(k, a) for k, a in enumerate(result.animals, 1)) or "No animal found in this photo."
     report = Path(tempfile.mkdtemp(prefix="qformer-")) / "megadetector.json"
     pipeline = models.wildlife()
     write_json(to_megadetector([result], *describe_run(pipeline)), report)
-    return draw_boxes(image, result.animals), cards, rows, str(report), f"Found {len(result.animals)}."
+    labelled = [(a.box, a.common_name or a.name or a.category) for a in result.animals]
+    return draw_boxes(image, labelled), cards, rows, str(report), f"Found {len(result.animals)}."
 
 
 def build_app(default_model: str = "default", allowed_models: list[str] | tuple[str, ...] = ()) -> gr.Blocks:

@@ -5,6 +5,7 @@ import pytest
 from qformer.training.calibrate_wildlife import fit, replay
 from qformer.wildlife import GROUPS, Knowledge, Thresholds
 from qformer.wildlife.policy import Evidence, decide
+from qformer.wildlife.summary import describe_animal
 
 TIGER, LION, LEOPARD, LYNX = "n02129604", "n02129165", "n02128385", "n02127052"
 
@@ -49,9 +50,10 @@ def test_names_climb_the_taxonomy_to_the_first_sure_rank(knowledge):
     assert found == ("tiger", "species", "Panthera tigris", "EN")
     unsure = {TIGER: 0.35, LION: 0.35, LYNX: 0.3}
     genus = decide(evidence(animal=1.0, species=unsure), knowledge, Thresholds(species=0.5, genus=0.5))
-    assert (genus.name, genus.rank) == ("Panthera", "genus")
+    assert (genus.name, genus.rank, genus.common_name) == ("Panthera", "genus", "big cat")
     family = decide(evidence(animal=1.0, species=unsure), knowledge, Thresholds(species=0.5, genus=0.8, family=0.9))
-    assert (family.name, family.rank) == ("Felidae", "family")
+    assert (family.name, family.rank, family.common_name) == ("Felidae", "family", "cat")
+    assert describe_animal(family).startswith("a cat, family Felidae (")
     # a rank's threshold is never below the species': an unsure group weighs every rank down
     group_only = decide(evidence(animal=0.6, species=unsure), knowledge, Thresholds(species=0.7, genus=0.3, family=0.3))
     assert group_only.rank in ("order", "class", "group") and group_only.name != "Felidae"
@@ -80,3 +82,22 @@ def test_a_class_that_stands_for_a_family_is_named_by_its_own_name_at_the_family
     # below the family's threshold the class alone is not enough, though it is above the species'
     unsure = decide(evidence(animal=1.0, species=scores), knowledge, Thresholds(species=0.5, family=0.85))
     assert unsure.rank not in ("species", "genus", "family")
+
+
+def test_every_taxon_above_species_has_a_word_a_sentence_can_use(knowledge):
+    entries = [c.get("taxa", {}) for c in knowledge.classes] + [s.taxa for s in knowledge.species.values()]
+    taxa = {entry[rank] for entry in entries for rank in ("family", "order", "class") if entry.get(rank)}
+    assert taxa and not {t for t in taxa if knowledge.noun(t) is None}
+    assert (knowledge.noun("Ardeidae"), knowledge.noun("Accipitridae"), knowledge.noun("Aves")) == (
+        "heron", "bird of prey", "bird")
+    assert knowledge.noun("Panthera tigris") == "tiger" and knowledge.noun("no such taxon") is None
+
+
+def test_summaries_read_as_sentences(knowledge):
+    from qformer.wildlife import Animal
+
+    assert describe_animal(Animal((0, 0, 1, 1), 0.8, "animal", name="animal")) == "an animal (80% sure)"
+    bird = Animal((0, 0, 1, 1), 0.8, "animal", group="bird", name="bird", rank="group", score=0.7)
+    assert describe_animal(bird) == "an animal, probably a bird (70%)"
+    elephant = decide(evidence(animal=1.0, species={"n02504458": 1.0}), knowledge)
+    assert describe_animal(elephant).startswith("an African ")

@@ -25,7 +25,7 @@ from qformer.wildlife.policy import Evidence, decide
 
 from .evaluate_wildlife import outcome, read_labels
 
-GRID = [round(0.3 + 0.05 * k, 2) for k in range(14)]  # 0.3 .. 0.95
+GRID = [round(0.1 + 0.05 * k, 2) for k in range(18)]  # 0.1 .. 0.95
 PRECISE_RANKS = ("species", "genus", "family")  # every answer that names the animal counts toward precision
 
 

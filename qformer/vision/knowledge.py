@@ -3,7 +3,8 @@
 - `taxonomy.json`: every ImageNet-1k class with its coarse group and WordNet 3.0 taxon chain
   (built by scripts/build_taxonomy.py);
 - `species.json`: one entry per species or breed the default can name: names, taxonomy, habitat,
-  IUCN category with its year, countries, and whether it is domesticated (sources in its header).
+  IUCN category with its year, countries, and whether it is domesticated (sources in its header);
+- `taxon_nouns.json`: the everyday noun for each taxon above species ("Ardeidae": "heron"), for captions.
 """
 
 from __future__ import annotations
@@ -44,18 +45,20 @@ EXTINCT = {"n01704323"}  # triceratops
 
 
 class Knowledge:
-    def __init__(self, taxonomy: dict, species: dict):
+    def __init__(self, taxonomy: dict, species: dict, nouns: dict | None = None):
         self.classes = [{**c, "group": None} if c["synset"] in EXTINCT else c
                         for c in taxonomy["classes"]]  # index -> {synset, name, group, taxa, ...}
         self.by_label = {c["synset"]: c for c in self.classes}
         self.species = {label: _species(label, entry) for label, entry in species["species"].items()}
         self.sources = {"taxonomy": taxonomy["source"], "species": species["source"]}
         self._lineages = self._index_lineages()
+        self.nouns = {taxon: noun for rank in RANKS for taxon, noun in (nouns or {}).get(rank, {}).items()}
 
     @classmethod
     @cache
     def default(cls) -> Knowledge:
-        return cls(json.loads((DATA / "taxonomy.json").read_text()), json.loads((DATA / "species.json").read_text()))
+        files = ("taxonomy", "species", "taxon_nouns")
+        return cls(*(json.loads((DATA / f"{name}.json").read_text()) for name in files))
 
     def group_matrix(self) -> torch.Tensor:
         """(1000, len(GROUPS) + 1): 1 where a class belongs to a group; the last column is "not an animal"."""
@@ -105,6 +108,18 @@ class Knowledge:
             for name in (species.common_name, species.scientific_name):
                 lineages.setdefault(name.lower(), chain)
         return lineages
+
+    def noun(self, name: str) -> str | None:
+        """What a caption calls a species or taxon: a species by its common name, a taxon by its everyday
+        noun ("Ardeidae": "heron") or, lacking one, the nearest taxon above it that has one; None when
+        the knowledge base cannot place `name`."""
+        label = self.find(name)
+        if label is not None:
+            return self.species[label].common_name
+        for taxon in reversed(self.lineage(name)):
+            if taxon in self.nouns:
+                return self.nouns[taxon]
+        return None
 
     def lineage(self, name: str) -> list[str]:
         """The taxa from class down to the taxon or species called `name` (empty when unknown)."""

@@ -82,6 +82,8 @@ def decide(evidence: Evidence, knowledge: Knowledge, at: Thresholds = Thresholds
     animal.name, animal.rank, animal.score = found.name, found.rank, found.score
     animal.prediction_source, animal.suppressed_by_country = found.prediction_source, found.suppressed
     animal.scientific_name = found.scientific_name
+    # a rollup is named by its taxon ("Ardeidae"); a sentence says "heron"
+    animal.common_name = found.name if found.label else knowledge.noun(found.name)
     if found.label in knowledge.species:
         entry = knowledge.species[found.label]
         animal.habitat = entry.habitat

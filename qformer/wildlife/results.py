@@ -41,6 +41,7 @@ class Animal:
     score: float = 0.0
     prediction_source: str = "detector"  # expert, rollup, coarse or detector
     scientific_name: str | None = None
+    common_name: str | None = None  # what a sentence calls the answer: "lion", "heron" (for Ardeidae)
     habitat: str | None = None
     iucn_category: str | None = None
     iucn_year: int | None = None
@@ -87,7 +88,7 @@ def to_megadetector(results: Iterable[ImageResult], detector: str, classifier: s
                 class_id = classes.setdefault(animal.name, str(len(classes) + 1))
                 detection["classifications"] = [[class_id, float(round(animal.score, 4))]]
                 detection["qformer"] = {k: getattr(animal, k) for k in (
-                    "rank", "prediction_source", "group", "group_score", "scientific_name", "habitat",
+                    "rank", "prediction_source", "group", "group_score", "scientific_name", "common_name", "habitat",
                     "iucn_category", "iucn_year", "domesticated", "breed", "suppressed_by_country")}
                 detection["qformer"]["group_score"] = float(round(animal.group_score, 4))  # as precise as conf
             entry["detections"].append(detection)

@@ -11,17 +11,25 @@ IUCN = {"LC": "least concern", "NT": "near threatened", "VU": "vulnerable", "EN"
 def describe_animal(animal: Animal) -> str:
     if animal.category != "animal":
         return f"a {animal.category} ({animal.detection_conf:.0%} sure)"
-    if animal.rank in (None, "group"):
-        return f"an animal, probably a {animal.name} ({animal.score:.0%})"
+    if animal.rank is None:
+        return f"an animal ({animal.detection_conf:.0%} sure)"
+    if animal.rank == "group":
+        return f"an animal, probably {_a(animal.name or 'animal')} ({animal.score:.0%})"
     if animal.rank != "species":
-        return f"a {animal.name} ({animal.rank}, {animal.score:.0%}; not sure of the species)"
-    text = f"a {animal.name} ({animal.scientific_name}, {animal.score:.0%})"
+        taxon = f"{animal.rank} {animal.scientific_name or animal.name}"
+        what = f"{_a(animal.common_name)}, {taxon}" if animal.common_name else f"an animal of the {taxon}"
+        return f"{what} ({animal.score:.0%}; not sure of the species)"
+    text = f"{_a(animal.name or 'animal')} ({animal.scientific_name}, {animal.score:.0%})"
     if animal.breed:
         text += f", breed {animal.breed}"
     if animal.domesticated:
         return text + ", a domestic animal"
     status = IUCN.get(animal.iucn_category or "", animal.iucn_category)
     return text + f"; lives in {animal.habitat}; IUCN: {status} ({animal.iucn_year})"
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
 
 
 def describe(result: ImageResult) -> str:
