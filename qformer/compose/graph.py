@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
-
 State = dict[str, Any]
 
 
@@ -48,14 +46,17 @@ class Node(Step):
     inputs are moved there before each call."""
 
     def __init__(self, name: str, fn: Callable, inputs: Sequence[str], outputs: Sequence[str] | str,
-                 batch_size: int | None = None, device: str | torch.device | None = None):
+                 batch_size: int | None = None, device: Any = None):
         self.name, self.fn, self.inputs = name, fn, tuple(inputs)
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"node {name!r}: batch_size must be at least 1, got {batch_size}")
         self.batch_size, self.device = batch_size, device
-        if device is not None and isinstance(fn, torch.nn.Module):
-            fn.to(device)
+        if device is not None:
+            import torch  # a device is torch's: only then is torch needed
+
+            if isinstance(fn, torch.nn.Module):
+                fn.to(device)
 
     def _arguments(self, state: State) -> list[Any]:
         missing = [k for k in self.inputs if k not in state]
@@ -63,6 +64,8 @@ class Node(Step):
             raise KeyError(f"node {self.name!r} needs {missing}, but the state holds only {sorted(state)}")
         values = [state[k] for k in self.inputs]
         if self.device is not None:
+            import torch
+
             values = [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in values]
         return values
 

@@ -7,8 +7,10 @@ from pathlib import Path
 from ..extras import require
 
 
-def open_session(graph: Path, threads: int | None = None, remedy: str = "export the model again", spin: bool = True):
-    """An onnxruntime CPU session for a graph file; `remedy` ends the sentence when it will not load.
+def open_session(graph: Path | bytes, threads: int | None = None, remedy: str = "export the model again",
+                 spin: bool = True):
+    """An onnxruntime CPU session for a graph file (or a graph built in memory, as bytes); `remedy` ends
+    the sentence when it will not load.
     From its path, not its bytes (a second copy of the weights in memory): onnxruntime itself refuses
     external data that lies outside the graph's folder, symbolic links included (tests/test_onnx_lm.py
     checks it). `spin=False` for a graph run once before another's many runs: its idle threads would
@@ -20,7 +22,9 @@ def open_session(graph: Path, threads: int | None = None, remedy: str = "export 
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        source = graph if isinstance(graph, bytes) else str(graph)
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 -- onnxruntime's own error types; the user gets one sentence
-        raise ValueError(f"{graph}: onnxruntime cannot load this graph ({str(e).strip()[:300]}); it is left as it "
+        where = "the graph built in memory" if isinstance(graph, bytes) else graph
+        raise ValueError(f"{where}: onnxruntime cannot load this graph ({str(e).strip()[:300]}); it is left as it "
                          f"is: {remedy}") from e

@@ -161,8 +161,8 @@ class FactFinder:
             things.append(Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier"))
         for thing in things:
             thing.colour = dominant_colour(_pixels(image, max(thing.boxes, key=lambda b: b[2] * b[3])))
-        top = probabilities.topk(3)
-        return Facts(things, [(self.names[int(k)], float(p)) for p, k in zip(top.values, top.indices)])
+        top = np.argsort(-probabilities, kind="stable")[:3]
+        return Facts(things, [(self.names[int(k)], float(probabilities[k])) for k in top])
 
 
 def _merged(things: list[Thing]) -> list[Thing]:

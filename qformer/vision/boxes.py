@@ -83,3 +83,21 @@ def inside_fraction(box: Sequence[float], other: Sequence[float]) -> float:
     """The fraction of `box`'s area (corners) that lies inside `other`."""
     a, b = np.asarray([box], dtype=np.float64), np.asarray([other], dtype=np.float64)
     return float(intersection(a, b)[0, 0] / max(float(area(a)[0]), 1e-9))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray | None = None) -> list[int]:
+    """Greedy non-maximum suppression of (N, 4) corner boxes, as torchvision's `nms` and
+    `batched_nms` do it: the indices kept, best score first; a box goes when it overlaps a kept one
+    of its group (all one group without `groups`) by an IoU above `threshold`."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    boxes = np.asarray(boxes, dtype=np.float64)
+    groups = np.zeros(len(boxes), np.int64) if groups is None else np.asarray(groups)
+    kept: list[int] = []
+    suppressed = np.zeros(len(boxes), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(int(i))
+        overlap = iou(boxes[i : i + 1], boxes)[0]
+        suppressed |= (overlap > threshold) & (groups == groups[i])
+    return kept

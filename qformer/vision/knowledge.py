@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import torch
+import numpy as np
 
 DATA = Path(__file__).resolve().parent / "data"
 GROUPS = ("mammal", "bird", "reptile", "amphibian", "fish", "insect/arthropod", "other")
@@ -60,9 +60,9 @@ class Knowledge:
         files = ("taxonomy", "species", "taxon_nouns")
         return cls(*(json.loads((DATA / f"{name}.json").read_text()) for name in files))
 
-    def group_matrix(self) -> torch.Tensor:
+    def group_matrix(self) -> np.ndarray:
         """(1000, len(GROUPS) + 1): 1 where a class belongs to a group; the last column is "not an animal"."""
-        matrix = torch.zeros(len(self.classes), len(GROUPS) + 1)
+        matrix = np.zeros((len(self.classes), len(GROUPS) + 1), np.float32)
         for c in self.classes:
             matrix[c["index"], GROUPS.index(c["group"]) if c["group"] else len(GROUPS)] = 1.0
         return matrix

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-import torchvision
 from PIL import Image
 
 from ..deploy.runtime import open_session
 from ..extras import require
-from .boxes import CATEGORIES, Detection, xywh
+from .boxes import CATEGORIES, Detection, nms, xywh
 
 MODEL = Path(__file__).resolve().parent / "data" / "nanodet-m.onnx"
 SIZE, STRIDES, BINS = 416, (8, 16, 32), 11
@@ -108,21 +106,20 @@ class NanoDet:
         best = scores.argmax(1)
         conf = scores[np.arange(len(scores)), best]
         keep = conf >= self.min_conf
-        boxes, conf, best = torch.from_numpy(boxes[keep]), torch.from_numpy(conf[keep]), torch.from_numpy(best[keep])
+        boxes, conf, best = boxes[keep], conf[keep], best[keep]
         # wildlife asks what kind of thing a box holds, so a dog box and a cat box over one animal are
         # duplicates: suppression runs per MegaDetector category; with every class, per COCO class
         if self.all_classes:
             groups = best
         else:  # suppression within MegaDetector's categories; the rest share one more
             categories = [category_of(int(k)) for k in best]
-            groups = torch.tensor([CATEGORIES.index(c) if c else len(CATEGORIES) for c in categories])
-        kept = torchvision.ops.batched_nms(boxes, conf, groups, self.iou)
+            groups = np.array([CATEGORIES.index(c) if c else len(CATEGORIES) for c in categories], np.int64)
         detections = []
-        for i in kept.tolist():
+        for i in nms(boxes, conf, self.iou, groups):
             category = category_of(int(best[i]))
             if category is None and not self.all_classes:
                 continue
-            x1, y1, x2, y2 = (boxes[i] / SIZE).clamp(0, 1).tolist()
+            x1, y1, x2, y2 = (boxes[i] / SIZE).clip(0, 1).tolist()
             detections.append(Detection(xywh([x1, y1, x2, y2]), float(conf[i]), category or "other",
                                         label=COCO_NAMES[int(best[i])]))
         return detections

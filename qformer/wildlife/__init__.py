@@ -2,7 +2,7 @@
 with that group's expert, and report its habitat and conservation status. Built on `qformer.compose`."""
 
 from ..vision.boxes import Detection, Detector
-from ..vision.detect import CamDetector, MegaDetector, TorchvisionDetector
+from ..vision.cam import CamDetector
 from ..vision.fusion import FusedDetector
 from ..vision.knowledge import GROUPS, Knowledge, Species
 from ..vision.nanodet import NanoDet
@@ -15,3 +15,12 @@ from .thresholds import Thresholds
 __all__ = ["Animal", "CamDetector", "Detection", "Detector", "Evidence", "FusedDetector", "GROUPS", "Identification",
            "ImageResult", "Knowledge", "MegaDetector", "NanoDet", "Species", "Thresholds", "TorchvisionDetector",
            "WildlifePipeline", "decide", "identify"]
+
+
+def __getattr__(name: str):
+    # the adapters of torch detectors load torch only when asked for: the default runs without it
+    if name in ("MegaDetector", "TorchvisionDetector"):
+        from ..vision import detect
+
+        return getattr(detect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

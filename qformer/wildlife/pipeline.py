@@ -12,15 +12,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-import torch
 from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
 from ..processing.answers import in_slots
 from ..processing.images import ImageInput, ImageLoadError, load_images
 from ..vision.boxes import CROP_SIDE, Detection
-from ..vision.classifiers import LITE0, LITE2, CoarseClassifier, ImageNetClassifier, SpeciesExpert
-from ..vision.detect import CamDetector
+from ..vision.cam import CamDetector
+from ..vision.classifiers import LITE0, LITE2, Classifier, CoarseClassifier, SpeciesExpert, imagenet_classifier
 from ..vision.fusion import FusedDetector, fuse
 from ..vision.knowledge import GROUPS, Knowledge, check_country
 from ..vision.nanodet import NanoDet
@@ -64,18 +63,19 @@ class WildlifePipeline:
         ))
 
     @classmethod
-    def default(cls, device: str | torch.device = "cpu", expert_heads: dict[str, str] | None = None,
+    def default(cls, device: str = "cpu", expert_heads: dict[str, str] | None = None, engine: str | None = None,
                 **kwargs) -> WildlifePipeline:
-        """`expert_heads` maps groups to heads trained by `python -m qformer.training.expert`; they replace
-        the default experts of those groups."""
-        from .expert_head import TrainedExpert
-
+        """`engine`: "torch", or "onnx" for onnxruntime without torch (None: torch where it is
+        installed). `expert_heads` maps groups to heads trained by `python -m qformer.training.expert`;
+        they replace the default experts of those groups (torch only)."""
         knowledge = Knowledge.default()
-        lite0, lite2 = ImageNetClassifier(*LITE0, device=device), ImageNetClassifier(*LITE2, device=device)
+        lite0, lite2 = (imagenet_classifier(*spec, engine=engine, device=device) for spec in (LITE0, LITE2))
         experts = {}
         for group in GROUPS:
             classes = knowledge.classes_of(group)
             experts[group] = SpeciesExpert(lite2, [c["index"] for c in classes], [c["synset"] for c in classes], group)
+        if expert_heads:
+            from .expert_head import TrainedExpert
         for group, folder in (expert_heads or {}).items():
             if group not in GROUPS:
                 raise ValueError(f"expert head for unknown group {group!r}; groups are {GROUPS}")
@@ -110,9 +110,9 @@ class WildlifePipeline:
                                        evidence=run["evidence"] if keep_evidence else None))
         return results
 
-    def _classifiers(self) -> list[ImageNetClassifier]:
+    def _classifiers(self) -> list[Classifier]:
         parts = [self.coarse, self.strong_coarse, *self.experts.values()]
-        found = {id(c): c for p in parts for c in [getattr(p, "classifier", None)] if isinstance(c, ImageNetClassifier)}
+        found = {id(c): c for p in parts for c in [getattr(p, "classifier", None)] if isinstance(c, Classifier)}
         return list(found.values())
 
     # --- the graph's nodes, over batches of images ----------------------------------------------

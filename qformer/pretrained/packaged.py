@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import ConfigError
+from ..config import ConfigError
 
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
