@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="use a head trained by `python -m qformer.training.expert` for a group, "
                                "e.g. bird=runs/birds")
     wildlife.add_argument("--device", default="auto")
-    wildlife.add_argument("--engine", choices=("local", "ray"), default="local",
-                          help="local: this process (or torchrun's); ray: Ray Data over a pool of actors")
+    wildlife.add_argument("--engine", choices=("auto", "torch", "onnx", "ray", "local"), default="auto",
+                          help="torch, or onnx (onnxruntime, no torch) in this process (or torchrun's); auto "
+                               "(or local): torch where it is installed; ray: Ray Data over a pool of actors")
     wildlife.add_argument("--actors", type=positive_int, default=2, help="Ray Data actors, each with its own models")
     wildlife.add_argument("--llm-summary", action="store_true", help="add a sentence by SmolLM2 for each image")
 

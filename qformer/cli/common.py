@@ -22,7 +22,12 @@ def message(error: BaseException) -> str:
 
 
 def device_named(name: str) -> str | None:
-    """The torch device `--device` names, or None after telling the user why it cannot be used."""
+    """The torch device `--device` names, or None after telling the user why it cannot be used.
+    Without torch, the CPU is the only device there is."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None and name in ("auto", "cpu"):
+        return "cpu"
     import torch
 
     if name == "auto":

@@ -20,7 +20,11 @@ def run_wildlife(args: argparse.Namespace) -> int:
     if len(heads) != len(args.expert):
         print("qformer: --expert wants GROUP=FOLDER, e.g. bird=runs/birds", file=sys.stderr)
         return EXIT_USAGE
-    device = device_named(args.device)
+    engine = None if args.engine in ("auto", "local") else args.engine
+    if engine == "onnx" and args.device not in ("auto", "cpu"):
+        print(f"qformer: --engine onnx runs on the CPU; drop --device {printable(args.device)}", file=sys.stderr)
+        return EXIT_USAGE
+    device = "cpu" if engine == "onnx" else device_named(args.device)
     if device is None:
         return EXIT_USAGE
     try:
@@ -45,7 +49,14 @@ def run_wildlife(args: argparse.Namespace) -> int:
 
         pipeline = RayWildlife(actors=args.actors, **options)
     else:
-        pipeline = WildlifePipeline.default(device, **options)
+        if engine == "onnx" and heads:
+            print("qformer: --expert heads run in torch; drop --engine onnx", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            pipeline = WildlifePipeline.default(device, engine=engine, **options)
+        except ImportError as e:  # torch asked for where it is not installed
+            return refused(ImportError(f"--engine {args.engine} needs {e.name}, which is not installed; use "
+                                       "--engine onnx, or install torch"), EXIT_USAGE)
     if args.out:
         try:
             data = run_batch(pipeline, files, args.out, resume=args.resume, overwrite=args.overwrite,

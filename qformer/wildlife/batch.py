@@ -97,11 +97,7 @@ def _checkpointed(partial: Path) -> dict[str, dict]:
 def run_batch(pipeline: WildlifePipeline, images: Sequence[str | Path], out: str | Path, resume: bool = False,
               checkpoint_every: int = 50, batch_size: int = 8, workers: int = 1, progress: bool = True,
               overwrite: bool = False) -> dict:
-    import torch
-    from accelerate import PartialState
-
-    # cpu=True lets torchrun's CPU processes form a (gloo) group instead of each running alone
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = _processes()
     out = check_output(out, resume, overwrite)
     # a finished run in `out` keeps every result it has, even of files this run does not name
     finished = _finished_results(out) if resume and out.exists() else {}
@@ -143,6 +139,27 @@ def run_batch(pipeline: WildlifePipeline, images: Sequence[str | Path], out: str
     for rank in range(state.num_processes):
         partial_path(out, rank).unlink(missing_ok=True)
     return data
+
+
+class _OneProcess:
+    """A run without torch is one process (torchrun, which would start more, needs torch)."""
+    process_index, num_processes, is_main_process, is_local_main_process = 0, 1, True, True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _processes():
+    """accelerate's view of this run's processes (torchrun's, or one), or one process without torch."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return _OneProcess()
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True lets torchrun's CPU processes form a (gloo) group instead of each running alone
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def describe_run(pipeline) -> tuple[str, str, dict | None]:
