@@ -136,3 +136,29 @@ def file_name_only(value: str | None, folder: str | Path, where: str) -> str | N
         raise OutsideFolderError(f"{where}={value!r} in {folder} must be a file name inside "
                                  f"lm.name_or_path, not a path")
     return value
+
+
+def cache_root() -> Path:
+    """`$QFORMER_CACHE`, else `$XDG_CACHE_HOME/qformer`, else `~/.cache/qformer`."""
+    if os.environ.get("QFORMER_CACHE"):
+        return Path(os.environ["QFORMER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qformer"
+
+
+def content_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, computed once per path, size and modification time."""
+    stat = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_root() / "digests" / stamp
+    try:
+        digest = memo.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        return digest
+    digest = sha256_of(path)
+    try:
+        write_text_atomically(memo, digest)
+    except OSError:  # a read-only cache only costs hashing again next time
+        pass
+    return digest

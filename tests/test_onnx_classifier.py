@@ -115,3 +115,20 @@ def test_the_onnx_engine_takes_only_the_packaged_efficientnets():
         imagenet_classifier("resnet18", None, engine="onnx")
     with pytest.raises(ValueError, match="engine must be one of"):
         imagenet_classifier(*LITE0, engine="tensorflow")
+
+
+def test_the_built_network_is_cached_checked_and_never_rebuilt_over(tmp_path, monkeypatch, cat):
+    from qformer.vision.onnx_classifier import OnnxClassifier
+
+    monkeypatch.setenv("QFORMER_CACHE", str(tmp_path))
+    first = OnnxClassifier(*LITE0).probabilities([cat])
+    (built,) = (tmp_path / "onnx-vision").iterdir()
+    assert sorted(p.name for p in built.iterdir()) == ["SHA256SUMS", "classifier.npy", "model.onnx"]
+    assert np.array_equal(OnnxClassifier(*LITE0).probabilities([cat]), first)  # read back from the cache
+    graph = built / "model.onnx"
+    damaged = bytearray(graph.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    graph.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"model\.onnx: missing, or its bytes do not match.*kept as it is: delete"):
+        OnnxClassifier(*LITE0)
+    assert graph.read_bytes() == bytes(damaged)  # kept for the user to look at

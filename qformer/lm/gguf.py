@@ -10,22 +10,14 @@ The contents' digest is remembered per path, size and modification time, so a fi
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import LMConfig
-from ..files import sha256_of, with_default_mode, write_atomically, write_text_atomically
+from ..files import cache_root, content_digest, with_default_mode, write_atomically
 from ..pretrained.weights import is_package_ref, package_file
-
-
-def cache_root() -> Path:
-    """`$QFORMER_CACHE`, else `$XDG_CACHE_HOME/qformer`, else `~/.cache/qformer`."""
-    if os.environ.get("QFORMER_CACHE"):
-        return Path(os.environ["QFORMER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qformer"
 
 
 def resolve_lm_source(config: LMConfig) -> str:
@@ -40,25 +32,6 @@ def resolve_lm_source(config: LMConfig) -> str:
     if gguf_path is None or not gguf_path.is_file():
         return _dequantize(source, gguf, None)  # a GGUF file inside a hub repo: no local file to key on
     return _dequantize(source, gguf, cache_root() / "gguf" / f"{gguf_path.stem}-{content_digest(gguf_path)[:16]}")
-
-
-def content_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes, computed once per path, size and modification time."""
-    stat = path.stat()
-    stamp = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_root() / "digests" / stamp
-    try:
-        digest = memo.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        digest = ""
-    if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
-        return digest
-    digest = sha256_of(path)
-    try:
-        write_text_atomically(memo, digest)
-    except OSError:  # a read-only cache only costs hashing again next time
-        pass
-    return digest
 
 
 def _dequantize(source: str, gguf: str, folder: Path | None) -> str:

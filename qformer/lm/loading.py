@@ -13,11 +13,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedModel
 
 from ..config import LMConfig
-from ..files import write_atomically
+from ..files import cache_root, write_atomically
 from ..pretrained.frozen import check_parameter_count
 from ..pretrained.weights import load_safetensors_model
 from ..vision.encoders.base import DTYPES
-from .gguf import cache_root, resolve_lm_source
+from .gguf import resolve_lm_source
 from .tokenizers import BUILTIN_BYTE_TOKENIZER, load_tokenizer
 
 

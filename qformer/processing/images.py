@@ -136,13 +136,14 @@ def _shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
     return image
 
 
-def load_images(images: Sequence[ImageInput], return_exceptions: bool = False, workers: int = 1
-                ) -> tuple[list[Image.Image], list[ImageLoadError | None]]:
-    """The readable images, decoded (by `workers` threads: decoding releases the GIL), and per input
-    either None or the error that stopped it; without `return_exceptions`, the first error is raised."""
+def load_images(images: Sequence[ImageInput], return_exceptions: bool = False, workers: int = 1,
+                max_side: int | None = None) -> tuple[list[Image.Image], list[ImageLoadError | None]]:
+    """The readable images, decoded (by `workers` threads: decoding releases the GIL; at most `max_side`
+    pixels a side, as `load_image`), and per input either None or the error that stopped it; without
+    `return_exceptions`, the first error is raised."""
     def attempt(image: ImageInput) -> Image.Image | ImageLoadError:
         try:
-            return load_image(image)
+            return load_image(image, max_side=max_side)
         except ImageLoadError as e:
             if not return_exceptions:
                 raise

@@ -39,7 +39,8 @@ class CamDetector:
 
     def _detect(self, image: Image.Image) -> list[Detection]:
         shape = network_size(*image.size, self.size)  # a panorama is squashed, never 448000 pixels long
-        resized = np.asarray(image.convert("RGB").resize(shape, Image.Resampling.BICUBIC), np.float32) / 255
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        resized = np.asarray(rgb.resize(shape, Image.Resampling.BICUBIC, reducing_gap=2.0), np.float32) / 255
         preprocess = self.classifier.preprocess
         pixels = ((resized - np.float32(preprocess.mean)) / np.float32(preprocess.std)).transpose(2, 0, 1)[None]
         probs, maps = self.classifier.activation_maps(pixels, self.animal_classes)

@@ -78,7 +78,10 @@ class NanoDet:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """(1, 3, 416, 416): the image stretched to the input size, BGR, normalised as NanoDet was trained."""
-        pixels = np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR), np.float32)
+        # reducing_gap: a whole-number box reduction first, then the filter over what is left (PIL's
+        # own two-step resize; from a 1920-pixel frame, a quarter of the work, no visible difference)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        pixels = np.asarray(rgb.resize((SIZE, SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0), np.float32)
         return ((pixels[..., ::-1] - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
 
     def raw(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
