@@ -8,19 +8,21 @@ from ..extras import require
 
 
 def open_session(graph: Path | bytes, threads: int | None = None, remedy: str = "export the model again",
-                 spin: bool = True):
+                 spin: bool = True, arena: bool = True):
     """An onnxruntime CPU session for a graph file (or a graph built in memory, as bytes); `remedy` ends
     the sentence when it will not load.
     From its path, not its bytes (a second copy of the weights in memory): onnxruntime itself refuses
     external data that lies outside the graph's folder, symbolic links included (tests/test_onnx_lm.py
     checks it). `spin=False` for a graph run once before another's many runs: its idle threads would
-    otherwise spin on the cores the next graph needs."""
+    otherwise spin on the cores the next graph needs. `arena=False` for graphs run on batches of
+    changing shapes: onnxruntime's memory arena keeps every buffer it ever grew to."""
     ort = require("onnxruntime", "running ONNX graphs")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = arena
     try:
         source = graph if isinstance(graph, bytes) else str(graph)
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from ..processing.images import REDUCING_GAP
+
 CATEGORIES = ("animal", "person", "vehicle")  # MegaDetector's "1", "2", "3", in this order
 CROP_SIDE = 512  # crops are kept at most this size: more than any ImageNet classifier's input
 
@@ -36,7 +38,7 @@ class Detection:
         right = min(width, max(left + 1, int(cx + half)))
         bottom = min(height, max(top + 1, int(cy + half)))
         crop = image.crop((left, top, right, bottom))
-        crop.thumbnail((side, side), Image.Resampling.BICUBIC)
+        crop.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
         return crop
 
 

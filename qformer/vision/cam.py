@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..processing.images import network_size
+from ..processing.images import REDUCING_GAP, network_size
 from .boxes import Detection, inside_fraction, nms, xywh
 from .classifiers import Classifier
 from .knowledge import Knowledge
@@ -40,7 +40,7 @@ class CamDetector:
     def _detect(self, image: Image.Image) -> list[Detection]:
         shape = network_size(*image.size, self.size)  # a panorama is squashed, never 448000 pixels long
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        resized = np.asarray(rgb.resize(shape, Image.Resampling.BICUBIC, reducing_gap=2.0), np.float32) / 255
+        resized = np.asarray(rgb.resize(shape, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP), np.float32) / 255
         preprocess = self.classifier.preprocess
         pixels = ((resized - np.float32(preprocess.mean)) / np.float32(preprocess.std)).transpose(2, 0, 1)[None]
         probs, maps = self.classifier.activation_maps(pixels, self.animal_classes)

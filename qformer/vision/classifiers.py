@@ -95,11 +95,11 @@ class Classifier:
         model is convolutional): the classifier's weights of `classes` applied to every cell of the
         last feature map, mixed by those classes' probabilities. Returns (B, 1000) and (B, H', W')."""
         maps, probs = self.features_and_probabilities(np.ascontiguousarray(pixels, np.float32))
-        weight = self.classifier_weight()[list(classes)]  # (K, C)
-        per_class = np.einsum("kc,bchw->bkhw", weight, maps)
         mix = probs[:, list(classes)]
         mix = mix / np.maximum(mix.sum(-1, keepdims=True), 1e-12)
-        return probs, np.einsum("bk,bkhw->bhw", mix, per_class)
+        # the maps are linear in the weights: mixing the classes' weights first is one map, not K
+        weight = mix @ self.classifier_weight()[list(classes)]  # (B, C)
+        return probs, np.einsum("bc,bchw->bhw", weight, maps)
 
     def compute_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         raise NotImplementedError

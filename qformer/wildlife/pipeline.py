@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
 from ..processing.answers import in_slots
-from ..processing.images import ImageInput, ImageLoadError, load_images
+from ..processing.images import REDUCING_GAP, ImageInput, ImageLoadError, load_images
 from ..vision.boxes import CROP_SIDE, Detection
 from ..vision.cam import CamDetector
 from ..vision.classifiers import LITE0, LITE2, Classifier, CoarseClassifier, SpeciesExpert, imagenet_classifier
@@ -125,7 +125,7 @@ class WildlifePipeline:
         """The whole photo at crop size, and each detection's view: its crop, with the photo when the
         photo shows that one animal (the same image object, so each classifier sees it once)."""
         scene = image.copy()
-        scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC)
+        scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
         animals = [d for d in detections if d.category == "animal"]
         alone = len(animals) == 1 and self.thresholds.scene > 0
         return scene, [View(d.crop(image, self.thresholds.margin), scene if alone and d is animals[0] else None)
