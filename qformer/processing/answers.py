@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from .images import ImageInput, ImageLoadError, load_images
+from .images import ImageInput, ImageLoadError, describe, load_images
 from .prompts import as_list, check_question, check_questions, questions_for
 
 
@@ -23,6 +23,14 @@ class Answer:
 
     def to_dict(self) -> dict:
         return {"text": self.text, "source": self.source, **({"facts": self.facts.to_dict()} if self.facts else {})}
+
+
+class NotAnswered(ImageLoadError):
+    """An input that was read but that this captioner cannot answer (a drawing, where the bridge that
+    answers drawings cannot run); kept in its slot like an unreadable one."""
+
+    def __init__(self, reason: str, source: str = "this image"):
+        super().__init__(source, reason)
 
 
 def in_slots(errors: Sequence[Exception | None], values: Iterable) -> list:
@@ -58,7 +66,15 @@ class Captioner:
         if not loaded:
             return list(errors)
         kept = [q for q, error in zip(asked, errors) if error is None]
-        return in_slots(errors, self._answer(loaded, kept, prompt, generation))
+        answers = in_slots(errors, self._answer(loaded, kept, prompt, generation))
+        for k, answer in enumerate(answers):
+            if isinstance(answer, NotAnswered) and answer.source == "this image":
+                answers[k] = NotAnswered(answer.reason, describe(images[k]))  # named as the caller named it
+        if not return_exceptions:
+            for answer in answers:
+                if isinstance(answer, NotAnswered):
+                    raise answer
+        return answers
 
     def _answer(self, images: list, questions: list[str | None], prompt: str | None, generation: dict) -> list[Answer]:
         raise NotImplementedError

@@ -45,6 +45,12 @@ def imagenet_classifier(model_name: str, weights: str | None, engine: str | None
     return ImageNetClassifier(model_name, weights, device=device)
 
 
+def to_numpy(values) -> np.ndarray:
+    """An engine's answer as a numpy array: the torch engine's pooled features stay tensors (heads train
+    on them), the rest is numpy already."""
+    return values.detach().float().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+
+
 class Classifier:
     """What both engines share. An engine sets `name`, `weights` and `preprocess` and computes
     `compute_probabilities(images)`, `features_and_probabilities(pixels)` and `classifier_weight()`."""
