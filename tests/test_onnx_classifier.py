@@ -100,10 +100,12 @@ def test_the_command_line_runs_without_torch_and_says_what_it_cannot_do(tmp_path
         return subprocess.run([sys.executable, "-c", script, "wildlife", *args], capture_output=True, text=True,
                               cwd=tmp_path)
 
-    out = tmp_path / "results.json"
-    done = wildlife(str(ROOT / "samples" / "chelsea.jpg"), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(out.read_text())["images"][0]["detections"][0]["conf"] > 0.3
+    out, broken = tmp_path / "results.json", tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    done = wildlife(str(ROOT / "samples" / "chelsea.jpg"), str(broken), "--out", str(out))
+    assert done.returncode == 1, done.stderr[-2000:]  # one unreadable file: named, the rest written
+    cat, damaged = json.loads(out.read_text())["images"]
+    assert cat["detections"][0]["conf"] > 0.3 and damaged["detections"] is None and "broken.jpg" in damaged["failure"]
     refused = wildlife(str(ROOT / "samples" / "chelsea.jpg"), "--engine", "torch")
     assert refused.returncode == 2 and "needs torch, which is not installed; use --engine onnx" in refused.stderr
     assert "Traceback" not in refused.stderr
