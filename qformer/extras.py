@@ -22,6 +22,7 @@ OPTIONAL = {
     "ray": ("ray[serve]", "serve"),
     "bentoml": ("bentoml", "bentoml"),
     "onnx": ("onnx", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
 }
 
 

@@ -26,6 +26,7 @@ from ..files import sha256_of, write_text_atomically
 from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
 
 OPSET = 18
+MAX_EXPORT_BATCH = 1024  # the graph's batch is dynamic up to this
 PARITY = 1e-4  # the export is checked against torch before it is kept
 
 
@@ -62,12 +63,13 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
         staged = Path(tmp) / "export"
         model.save_pretrained(staged)
         try:
+            require("onnxscript", "ONNX export (torch's exporter writes graphs with it)")
+            batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
             with warnings.catch_warnings():
-                # the Q-Former's branches on text length are fixed for a query-only graph, as the tracer warns
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on its own progress
                 torch.onnx.export(graph, (pixels,), str(staged / VISUAL_GRAPH), input_names=["pixel_values"],
-                                  output_names=["visual_prompt"], opset_version=OPSET, dynamo=False,
-                                  dynamic_axes={"pixel_values": {0: "batch"}, "visual_prompt": {0: "batch"}})
+                                  output_names=["visual_prompt"], opset_version=OPSET, dynamo=True,
+                                  external_data=False, dynamic_shapes={"pixels": {0: batch}}, verbose=False)
             with torch.no_grad():
                 expected = graph.eval()(pixels)
         finally:

@@ -75,25 +75,27 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
     layers, (heads, head_dim) = config.num_hidden_layers, kv_shape(config)
     if next(model.parameters()).dtype != torch.float32:  # export a float32 copy; the caller's model stays as it is
         model = copy.deepcopy(model).float()
-    step = DecoderStep(model.eval())
+    step = DecoderStep(model.eval()).eval()
     batch, length, past_length = 2, 5, 3
     example = (torch.randn(batch, length, config.hidden_size) * 0.02,
                torch.zeros(batch, 1, length, past_length + length),
                torch.arange(past_length, past_length + length).repeat(batch, 1),
                *[torch.randn(batch, heads, past_length, head_dim) for _ in range(2 * layers)])
     past, present = cache_names(layers, "past"), cache_names(layers, "present")
-    axes = {"inputs_embeds": {0: "batch", 1: "new"}, "attention_bias": {0: "batch", 2: "new", 3: "total"},
-            "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"},
-            **{n: {0: "batch", 2: "past"} for n in past}, **{n: {0: "batch", 2: "total"} for n in present}}
+    # batch, new tokens, past and total lengths: each dynamic, and how they relate is traced (total = past + new)
+    dynamic = torch.export.Dim.AUTO
+    shapes = ({0: dynamic, 1: dynamic}, {0: dynamic, 2: dynamic, 3: dynamic}, {0: dynamic, 1: dynamic},
+              tuple({0: dynamic, 2: dynamic} for _ in past))
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         exported = Path(tmp) / GRAPH
         try:
+            require("onnxscript", "exporting the language model (torch's exporter writes graphs with it)")
             with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape arithmetic
+                warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on its own progress
                 torch.onnx.export(step, example, str(exported), input_names=["inputs_embeds", "attention_bias",
-                                  "position_ids", *past], output_names=["logits", *present], dynamic_axes=axes,
-                                  opset_version=OPSET, dynamo=False)
+                                  "position_ids", *past], output_names=["logits", *present], dynamic_shapes=shapes,
+                                  opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
         except Exception as e:  # noqa: BLE001 -- any exporter failure means "this architecture does not export"
             raise ValueError(f"{type(model).__name__} does not export to ONNX with a KV cache ({type(e).__name__}: "
                              f"{e}); run the language model in torch instead") from e
