@@ -36,6 +36,8 @@ class ImageNetClassifier(Classifier, Frozen):
         # channels-last: the faster layout for these depthwise-convolution networks, on CPU (oneDNN)
         # and GPU (cuDNN) alike
         self.freeze().to(device, memory_format=torch.channels_last)
+        # frozen, so copied to numpy once, not on every activation map
+        self._classifier_weight = self.model.get_classifier().weight.detach().float().cpu().numpy()
 
     @property
     def device(self) -> torch.device:
@@ -64,4 +66,4 @@ class ImageNetClassifier(Classifier, Frozen):
         return maps.float().cpu().numpy(), self.model.forward_head(maps).float().softmax(-1).cpu().numpy()
 
     def classifier_weight(self) -> np.ndarray:
-        return self.model.get_classifier().weight.detach().float().cpu().numpy()
+        return self._classifier_weight

@@ -78,9 +78,9 @@ class WildlifePipeline:
         for group in GROUPS:
             classes = knowledge.classes_of(group)
             experts[group] = SpeciesExpert(lite2, [c["index"] for c in classes], [c["synset"] for c in classes], group)
-        if expert_heads:
-            from .expert_head import TrainedExpert
         for group, folder in (expert_heads or {}).items():
+            from .expert_head import TrainedExpert  # torch: only trained heads need it
+
             if group not in GROUPS:
                 raise ValueError(f"expert head for unknown group {group!r}; groups are {GROUPS}")
             experts[group] = TrainedExpert.load(folder, device, knowledge=knowledge)
