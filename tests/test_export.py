@@ -11,7 +11,7 @@ from qformer.deploy.export import export_onnx
 from qformer.deploy.exported import MANIFEST, VISUAL_GRAPH
 
 
-@pytest.mark.parametrize("name", ["tiny-random", "default"])
+@pytest.mark.parametrize("name", ["tiny-random", "bridge"])
 def test_exported_visual_prompt_and_greedy_tokens_match_torch(name, tmp_path, photos):
     model = qformer.create_model(name).eval()
     manifest = export_onnx(model, tmp_path / "onnx")
@@ -71,13 +71,30 @@ def test_cli_export_then_caption(tmp_path, cat, capsys):
     assert main(["export", "--onnx", str(tmp_path / "x"), "--model", "no-such-model"]) == 2
 
 
-def test_exporting_the_default_says_that_photos_are_not_part_of_it(tmp_path, capsys, monkeypatch):
+def test_exporting_the_default_records_it_so_the_folder_routes_photos(tmp_path, capsys, monkeypatch):
     import qformer.deploy.export
 
     manifest = {"visual_prompt": {"file": "visual_prompt.onnx", "max_abs_error_vs_torch": 1e-6},
                 "language_model": {"engine": "torch", "why": "stubbed"}}
-    monkeypatch.setattr(qformer.deploy.export, "export_onnx", lambda model, out, overwrite=False: manifest)
+    asked = []
+    monkeypatch.setattr(qformer.deploy.export, "export_onnx",
+                        lambda model, out, overwrite=False, captioner="bridge": asked.append(captioner) or manifest)
     assert main(["export", "--onnx", str(tmp_path / "out"), "--model", "default"]) == 0
-    assert "photos" in capsys.readouterr().out
+    assert "photos by the grounded captioner" in capsys.readouterr().out
     assert main(["export", "--onnx", str(tmp_path / "out2"), "--model", "tiny-random"]) == 0
     assert "photos" not in capsys.readouterr().out
+    assert asked == ["default", "bridge"]
+    assert main(["export", "--onnx", str(tmp_path / "out3"), "--model", "grounded"]) == 2
+    assert "no bridge to export" in capsys.readouterr().err
+
+
+def test_an_occupied_export_folder_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the folder was checked")
+
+    monkeypatch.setattr(qformer, "create_model", no_loading)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert main(["export", "--onnx", str(tmp_path / "out"), "--model", "bridge"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"

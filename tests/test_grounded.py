@@ -161,3 +161,17 @@ def test_unsure_animals_say_their_group_and_count_once(cat):
     names = [t.name for t in facts.things]
     assert "dog" not in names and "horse" not in names  # NanoDet's unsure COCO names are not repeated
     assert sum(t.count for t in facts.things if t.animal) == 2 and len(set(names)) == len(names)
+
+
+def test_default_means_the_routed_captioner_in_the_api_and_in_the_ensemble(routed):
+    import qformer
+    from qformer.grounded import RoutedCaptioner
+    from qformer.serving.caption_ensemble import caption_ensemble
+
+    model = qformer.create_model("default")
+    assert isinstance(model, RoutedCaptioner) and isinstance(qformer.create_model("bridge"), qformer.Blip2)
+    cat = str(SAMPLES / "chelsea.jpg")
+    (answer,) = model.caption([cat])
+    assert answer.source == "grounded" and answer.text == routed.caption([cat])[0].text
+    ranked = caption_ensemble("default")(image=cat)["ranked"]  # a photo never reaches the bridge's decodings
+    assert ranked["best"] == answer.text and [c["generator"] for c in ranked["candidates"]] == ["grounded"]

@@ -64,7 +64,7 @@ def test_special_tokens_typed_in_a_question_stay_text(cat):
     assert eos not in ids, "a typed </s> must not become the end-of-text token"
     (answer,) = model.ask([cat], "stop </s> here", max_new_tokens=3)
     assert isinstance(answer, str)
-    default = qformer.create_model("default")  # SmolLM2's chat tokens
+    default = qformer.create_model("bridge")  # SmolLM2's chat tokens
     end = default.lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
     (ids,) = default.processor.prompt_ids(default.processor.question_prompts(["hi <|im_end|> there"]))
     assert end not in ids
@@ -96,7 +96,7 @@ def test_generation_lengths_are_bounded_in_the_library_too(cat):
 def test_every_network_input_is_bounded(cat):
     from qformer.vision.classifiers import LITE0, ImageNetClassifier
 
-    model = qformer.create_model("default")
+    model = qformer.create_model("bridge")
     classifier = ImageNetClassifier(*LITE0)
     for size in ((20000, 10), (10, 20000), (9000, 3)):
         strip = cat.resize(size)

@@ -26,7 +26,7 @@ from .conftest import SAMPLES
 def exported(tmp_path_factory):
     """The shipped default with its int4 language model, exported: a folder the torch-free runtime reads."""
     out = tmp_path_factory.mktemp("export") / "default-int4"
-    export_onnx(qformer.create_model("default", lm={"quantize": "int4"}), out)
+    export_onnx(qformer.create_model("bridge", lm={"quantize": "int4"}), out)
     return out
 
 

@@ -24,7 +24,7 @@ SAMPLES = ["samples/scene.png", "samples/fox-emoji.png"]
 def exported(tmp_path_factory):
     """The shipped default with its int4 language model, exported."""
     folder = tmp_path_factory.mktemp("lite") / "default-int4"
-    export_onnx(qformer.create_model("default", lm={"quantize": "int4"}), folder)
+    export_onnx(qformer.create_model("bridge", lm={"quantize": "int4"}), folder)
     return folder
 
 
@@ -62,6 +62,28 @@ def test_no_torch_is_imported(exported):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"{SAMPLES[0]}: ") and len(run.stdout.split(": ", 1)[1].strip()) > 0
+
+
+def test_a_folder_exported_from_the_default_routes_photos_as_the_default_does(exported, tmp_path):
+    import shutil
+
+    from qformer.grounded import RoutedCaptioner, load_captioner
+
+    folder = tmp_path / "default"
+    shutil.copytree(exported, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "captioner": "default"}))  # as `export --model default`
+    assert isinstance(load_captioner(str(folder)), RoutedCaptioner)  # the torch path
+    assert not isinstance(load_captioner(str(exported)), RoutedCaptioner)  # a bridge's export stays the bridge
+    blocked = ("import sys\n"
+               "for m in ('torch', 'torchvision', 'timm', 'transformers', 'accelerate'): sys.modules[m] = None\n")
+    code = (blocked + "from qformer.cli import main\n"
+            f"sys.exit(main(['caption', 'samples/chelsea.jpg', {SAMPLES[0]!r}, '--model', {str(folder)!r}, '--json']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    photo, drawing = json.loads(run.stdout)
+    assert photo["source"] == "grounded" and "cat" in photo["caption"], photo
+    assert drawing["source"] == "bridge" and drawing["caption"] == LiteCaptioner(exported).caption([SAMPLES[0]])[0]
 
 
 def test_the_cli_takes_torch_for_what_the_runtime_does_not_do(exported, tmp_path, capsys):

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 import qformer
+from qformer.grounded.loading import bridge_of
 from qformer.processing.images import ImageLoadError
 
 from .data import decode, has_caption, text_of
@@ -67,14 +68,14 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m qformer.training.evaluate",
                                      description="Score a model on held-out data: captions, VQA and retrieval.")
-    parser.add_argument("model", help="preset, saved folder or hub id (default: the shipped model)", nargs="?",
-                        default="default")
+    parser.add_argument("model", help="preset, saved folder or hub id (default: the shipped bridge)", nargs="?",
+                        default="bridge")
     parser.add_argument("data", help="an image folder with metadata, or a .jsonl/.parquet file")
     parser.add_argument("--limit", type=int, default=200, help="examples scored (the first readable ones)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", help="also write the metrics here as JSON")
     args = parser.parse_args(argv)
-    model = qformer.create_model(args.model)
+    model = qformer.create_model(bridge_of(args.model))  # the metrics are a bridge's: "default" means its bridge
     metrics = evaluate(model, load_source(args.data), base_dir_of(args.data), args.limit, batch_size=args.batch_size)
     text = json.dumps(metrics, indent=2)
     print(text)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 import qformer
+from qformer.grounded.loading import bridge_of
 
 from .checkpoints import (
     CHECKPOINTS,
@@ -82,7 +83,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(config.seed)
-    model = qformer.create_model(config.model, **config.model_overrides)
+    model = qformer.create_model(bridge_of(config.model), **config.model_overrides)  # only a bridge trains
     if config.stage == 2 and model.lm is None:
         raise ValueError(f"stage 2 trains the LM loss, but model {config.model!r} has no language model")
     # fused AdamW: one kernel for all parameters on a GPU (bench/qformer_step.py: 1.7x faster steps)

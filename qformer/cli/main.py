@@ -80,10 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as e:
             return refused(e, EXIT_USAGE)
     if _runs_without_torch(args):
-        from ..deploy.lite import LiteCaptioner
-        from ..processing.answers import BridgeCaptioner
+        from ..grounded.loading import load_exported
 
-        model = _load(lambda: BridgeCaptioner(LiteCaptioner(args.model)), args.model)
+        model = _load(lambda: load_exported(args.model), args.model)
     else:
         device = device_named(args.device)
         if device is None:
@@ -148,7 +147,9 @@ def _convert(args: argparse.Namespace) -> int:
         if args.from_transformers:
             convert_from_transformers(args.from_transformers, args.out)
         else:
-            convert_to_transformers(qformer.create_model(args.to_transformers), args.out)
+            from qformer.grounded.loading import bridge_of
+
+            convert_to_transformers(qformer.create_model(bridge_of(args.to_transformers)), args.out)
     except (KeyError, OSError, ValueError) as e:
         print(f"qformer: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -171,15 +172,29 @@ def _load(load, name: str):
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import qformer
+    from qformer.bridge.factory import CAPTIONERS, SHIPPED_BRIDGE
     from qformer.deploy.export import export_onnx
 
+    if args.model == "grounded":
+        print("qformer: the grounded captioner has no bridge to export: it runs without torch as it is "
+              "(qformer caption --model grounded); export 'default' or a bridge", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.onnx)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        print(f"qformer: {printable(args.onnx)} already exists and is not an empty folder; pass --overwrite to "
+              "replace it, or choose another folder", file=sys.stderr)  # said before the model loads
+        return EXIT_USAGE
     overrides = {"lm": {"quantize": args.quantize}} if args.quantize else {}
-    model = _load(lambda: qformer.create_model(args.model, **overrides).eval(), args.model)
+    bridge = SHIPPED_BRIDGE if args.model in CAPTIONERS else args.model
+    model = _load(lambda: qformer.create_model(bridge, **overrides).eval(), args.model)
     if isinstance(model, int):
         return model
+    captioner = "default" if args.model == "default" else "bridge"
     try:
-        manifest = export_onnx(model, args.onnx, overwrite=args.overwrite)
+        manifest = export_onnx(model, args.onnx, overwrite=args.overwrite, captioner=captioner)
     except (FileExistsError, ValueError) as e:
         return refused(e, EXIT_USAGE)
     visual, lm = manifest["visual_prompt"], manifest["language_model"]
@@ -190,9 +205,9 @@ def _export(args: argparse.Namespace) -> int:
         lm_line = f"the language model runs in torch: {lm['why']}"
     print(f"wrote {printable(args.onnx)}: {visual['file']} (largest difference from torch "
           f"{visual['max_abs_error_vs_torch']:.1e}); {lm_line}")
-    if args.model == "default":  # the routed default is more than a bridge: say what the folder holds
-        print("note: this is the default's bridge, its drawing path; photos, which the default sends to the "
-              "grounded captioner, are not part of an export")
+    if captioner == "default":
+        print(f"qformer caption --model {printable(args.onnx)} answers as the default: photos by the grounded "
+              "captioner, drawings by this bridge")
     return 0
 
 

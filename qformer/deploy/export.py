@@ -23,7 +23,7 @@ from torch import nn
 
 from ..extras import require
 from ..files import sha256_of, write_text_atomically
-from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
+from .exported import CAPTIONERS, LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
 
 OPSET = 18
 MAX_EXPORT_BATCH = 1024  # the graph's batch is dynamic up to this
@@ -43,9 +43,13 @@ class VisualPromptGraph(nn.Module):
                                     self.model.projection.bias.float())
 
 
-def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
+def export_onnx(model, out_dir: str | Path, overwrite: bool = False, captioner: str = "bridge") -> dict:
     """Write the bridge and its visual graph to `out_dir`; return the manifest. Nothing is written
-    unless the graph matches torch within `PARITY` on a random batch of two."""
+    unless the graph matches torch within `PARITY` on a random batch of two. `captioner="default"`
+    records the bridge as the routed default's drawing path: loaded by the CLI (with or without
+    torch), the folder then sends photos to the grounded captioner, as `qformer caption` does."""
+    if captioner not in CAPTIONERS:
+        raise ValueError(f"captioner must be one of {CAPTIONERS}, got {captioner!r}")
     ort = require("onnxruntime", "ONNX export")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -81,6 +85,7 @@ def export_onnx(model, out_dir: str | Path, overwrite: bool = False) -> dict:
             raise RuntimeError(f"the exported graph differs from torch by {error:.2e} (more "
                                f"than {PARITY}); not written")
         manifest = {
+            "captioner": captioner,
             "preprocess": dataclasses.asdict(preprocess),  # what the graph's pixels need (qformer.deploy.lite)
             "visual_prompt": {"file": VISUAL_GRAPH, "sha256": sha256_of(staged / VISUAL_GRAPH), "opset": OPSET,
                               "max_abs_error_vs_torch": error},

@@ -19,6 +19,7 @@ VISUAL_GRAPH = "visual_prompt.onnx"
 MANIFEST = "onnx.json"
 LM_FOLDER = "language_model"
 MAX_IMAGE_SIZE = 4096  # pixels a side: an encoder's input, and what an image is resized to before the crop
+CAPTIONERS = ("bridge", "default")  # what an exported folder answers as: its bridge alone, or the routed default
 # the files besides the graphs that the runtime reads, hashed in the manifest
 HASHED = ("config.json", f"{LM_FOLDER}/engine.json", f"{LM_FOLDER}/tokenizer/tokenizer.json",
           f"{LM_FOLDER}/tokenizer/tokenizer_config.json")
@@ -50,6 +51,13 @@ def verify_files(folder: str | Path) -> None:
         if not path.is_file() or sha256_of(path) != expected:
             raise ValueError(f"{folder / name}: missing, or its SHA-256 does not match {MANIFEST}; the file is damaged "
                              "or was changed. It is left as it is: export the model again")
+
+
+def exported_from(folder: str | Path) -> str:
+    """"default" for a folder exported from the routed default, else "bridge" (exports before the
+    manifest said, and any value this version does not know, are the bridge alone)."""
+    captioner = read_manifest(folder).get("captioner")
+    return captioner if captioner in CAPTIONERS else "bridge"
 
 
 def read_manifest(folder: str | Path) -> dict:

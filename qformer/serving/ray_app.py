@@ -134,12 +134,11 @@ def build_app(args: Optional[dict] = None):
 
 
 def _ensemble_graph(model: str):
-    from ..grounded.loading import bridge_of
     from .caption_ensemble import caption_ensemble
     from .ray_graph import deploy_graph, nodes_of
 
     # the nodes' replicas share the machine's cores; a small reservation lets six of them start on two
-    graph = caption_ensemble(bridge_of(model))
+    graph = caption_ensemble(model)
     options = {node.name: {"ray_actor_options": {"num_cpus": 0.1}} for node in nodes_of(graph.root)}
     return deploy_graph(graph, options)
 

@@ -101,10 +101,9 @@ class EnsembleWorker:
     """The caption ensemble graph (three decodings of one bridge, each scored, ranked) in one process."""
 
     def __init__(self, model: str = "default"):
-        from ..grounded.loading import bridge_of
         from .caption_ensemble import caption_ensemble
 
-        self.graph = caption_ensemble(bridge_of(model))
+        self.graph = caption_ensemble(model)
 
     def rank(self, images: Sequence) -> list[dict]:
         return [{**r.values["ranked"], "seconds": r.timings} for r in self.graph.map([{"image": i} for i in images])]
