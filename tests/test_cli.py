@@ -41,6 +41,15 @@ def test_usage_errors_exit_2(cat_file, capsys):
     assert exit_info.value.code == 2
 
 
+def test_an_unknown_model_is_refused_before_torch_loads(cat_file):
+    code = ("import sys\nfrom qformer.cli import main\n"
+            f"code = main(['caption', {cat_file!r}, '--model', 'defualt'])\n"
+            "assert 'torch' not in sys.modules, 'torch loaded before the name was checked'\nsys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "unknown model 'defualt'" in run.stderr and "default, grounded, bridge" in run.stderr
+
+
 def test_console_entry_point(cat_file):
     result = subprocess.run([sys.executable, "-m", "qformer", "models"], capture_output=True, text=True, check=True)
     assert "tiny-random" in result.stdout.split()

@@ -53,6 +53,15 @@ def get_config(name: str, **overrides: Any) -> Blip2Config:
     return config.with_overrides(**overrides)
 
 
+def check_model_name(name_or_path: str) -> None:
+    """A `KeyError` that lists the choices, unless `name_or_path` could name a model: a preset, a
+    config file, a folder or a hub id. Cheap (no torch), so a typo is told before anything loads."""
+    known = name_or_path in (*CAPTIONERS, SHIPPED_BRIDGE, *_presets()) or name_or_path.endswith(".json")
+    if not known and not Path(name_or_path).is_dir() and name_or_path.count("/") != 1:
+        raise KeyError(f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
+                       "not a folder, and not a hub id of the form owner/name")
+
+
 def create_model(name_or_path: str, **overrides: Any) -> Blip2 | Captioner:
     """`"default"`: the routed captioner that `qformer caption` uses (`"grounded"`: its photo path
     alone), whose `caption` and `ask` give `Answer`s. Any other name is a bridge, a `Blip2`: `"bridge"`
@@ -62,20 +71,16 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2 | Captioner:
         from ..grounded.loading import load_captioner
 
         return load_captioner(name_or_path, **overrides)
+    check_model_name(name_or_path)
+    presets = _presets()
     from .model import Blip2  # torch and transformers load here, not at `import qformer`
 
     if name_or_path == SHIPPED_BRIDGE:
         if not (SHIPPED_BRIDGE_DIR / "config.json").is_file():
             raise OSError(f"the shipped bridge is missing from {SHIPPED_BRIDGE_DIR}; reinstall qformer-bridge")
         return Blip2.from_pretrained(str(SHIPPED_BRIDGE_DIR), **overrides)
-    presets = _presets()
     if name_or_path in presets or name_or_path.endswith(".json"):
         return Blip2(get_config(name_or_path, **overrides)).eval()  # inference by default, as from_pretrained
-    if not Path(name_or_path).is_dir() and name_or_path.count("/") != 1:
-        raise KeyError(
-            f"unknown model {name_or_path!r}: not a preset ({', '.join(list_models())}), "
-            "not a folder, and not a hub id of the form owner/name"
-        )
     from ..deploy.exported import OnnxVisualPrompt, is_exported, verify_files
 
     exported = Path(name_or_path).is_dir() and is_exported(name_or_path)

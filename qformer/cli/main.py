@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Sequence
 
+from ..bridge.factory import check_model_name
 from ..extras import MissingExtra, require
 from ..files import UnreadableFileError
 from ..processing.prompts import check_question
@@ -79,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
             check_question(args.question)
         except ValueError as e:
             return refused(e, EXIT_USAGE)
+    known = _load(lambda: check_model_name(args.model), args.model)  # a typo is told before torch loads
+    if known is not None:
+        return known
     if _runs_without_torch(args):
         from ..grounded.loading import load_exported
 
@@ -187,6 +191,9 @@ def _export(args: argparse.Namespace) -> int:
         print(f"qformer: {printable(args.onnx)} already exists and is not an empty folder; pass --overwrite to "
               "replace it, or choose another folder", file=sys.stderr)  # said before the model loads
         return EXIT_USAGE
+    known = _load(lambda: check_model_name(args.model), args.model)
+    if known is not None:
+        return known
     overrides = {"lm": {"quantize": args.quantize}} if args.quantize else {}
     bridge = SHIPPED_BRIDGE if args.model in CAPTIONERS else args.model
     model = _load(lambda: qformer.create_model(bridge, **overrides).eval(), args.model)
