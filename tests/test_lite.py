@@ -75,6 +75,9 @@ def test_a_folder_exported_from_the_default_routes_photos_as_the_default_does(ex
     (folder / MANIFEST).write_text(json.dumps({**manifest, "captioner": "default"}))  # as `export --model default`
     assert isinstance(load_captioner(str(folder)), RoutedCaptioner)  # the torch path
     assert not isinstance(load_captioner(str(exported)), RoutedCaptioner)  # a bridge's export stays the bridge
+    saved = tmp_path / "saved"
+    qformer.create_model("tiny-random").save_pretrained(saved)
+    assert not isinstance(load_captioner(str(saved)), RoutedCaptioner)  # a saved folder is a bridge
     blocked = ("import sys\n"
                "for m in ('torch', 'torchvision', 'timm', 'transformers', 'accelerate'): sys.modules[m] = None\n")
     code = (blocked + "from qformer.cli import main\n"

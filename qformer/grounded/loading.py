@@ -79,9 +79,9 @@ def routes_photos(name: str) -> bool:
     recorded as the drawing path of the routed default, so photos go to the grounded captioner."""
     from pathlib import Path
 
-    from ..deploy.exported import exported_from
+    from ..deploy.exported import exported_from, is_exported
 
-    return Path(name).is_dir() and exported_from(name) == "default"
+    return Path(name).is_dir() and is_exported(name) and exported_from(name) == "default"
 
 
 def image_text_scorer(captioner: Captioner):
