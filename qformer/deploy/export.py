@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..extras import require
-from ..files import sha256_of, write_text_atomically
+from ..files import sha256_of, with_default_mode, write_text_atomically
 from .exported import CAPTIONERS, LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
 
 OPSET = 18
@@ -109,6 +109,9 @@ def _export_language_model(model, staged: Path) -> dict:
     folder = staged / LM_FOLDER
     if lm.engine is not None:  # already on onnxruntime (lm.quantize): its engine is the export
         shutil.copytree(lm.engine.folder, folder)
+        for path in folder.rglob("*"):  # an engine cached by an older version may hold owner-only files
+            if path.is_file():
+                with_default_mode(path)
         entry = lm.engine.manifest
     elif lm.kind != "causal":
         return {"engine": "torch", "why": f"a {lm.kind} language model does not export with a KV cache here"}
