@@ -140,6 +140,7 @@ def running_server(arguments: list[str], ready: str, timeout_s: int = 300):
                 pytest.fail(f"qformer serve {' '.join(arguments)} did not start within {timeout_s} s; its output "
                             f"ends: {log.read()[-3000:]}")
             spawned = descendants(process.pid)
+            process.output = log  # for assert_stops_cleanly, which reads what the server said on its way out
             yield url, process
         finally:
             if process.poll() is None:
@@ -153,15 +154,22 @@ def running_server(arguments: list[str], ready: str, timeout_s: int = 300):
 
 
 def assert_stops_cleanly(process: subprocess.Popen, worker: str) -> None:
-    """SIGTERM stops the server and every process it started (one of them named `worker`)."""
+    """SIGTERM stops the server and every process it started (one of them named `worker`), quietly:
+    no traceback in what it printed on the way out."""
     spawned = descendants(process.pid)
     assert any(worker in args for args in spawned.values()), spawned
+    log = getattr(process, "output", None)
+    start = log.seek(0, 2) if log else 0
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     deadline = time.time() + 60
     while alive(spawned) and time.time() < deadline:
         time.sleep(1)
     assert alive(spawned) == [], {pid: spawned[pid] for pid in alive(spawned)}
+    if log:
+        log.seek(start)
+        said = log.read()
+        assert "Traceback" not in said and "CancelledError" not in said, said[-3000:]
 
 
 def post(url: str, path: str, data: bytes, name: str = "photo.jpg", **form) -> requests.Response:

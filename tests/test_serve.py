@@ -82,7 +82,10 @@ def test_bad_uploads_get_a_4xx_with_a_sentence_and_the_server_keeps_serving(serv
         response = post(url, "/caption", data, name)
         assert response.status_code == code, (name, response.text)
         assert len(response.json()["detail"]) > 20
-    assert post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question="  ").status_code == 422
+    for question in ("  ", ""):  # blank, and empty (which a form sends as no field at all)
+        refused = post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question=question)
+        assert refused.status_code == 422 and isinstance(refused.json()["detail"], str), refused.text
+        assert "question" in refused.json()["detail"], refused.text
     assert post(url, "/caption", (SAMPLES / "chelsea.jpg").read_bytes()).status_code == 200
 
 

@@ -62,7 +62,10 @@ def test_bad_input_gets_a_4xx_with_a_sentence_and_concurrent_requests_succeed(se
         response = post(url, "/caption", data, name)
         assert response.status_code == code, (name, response.text)
         assert len(response.text) > 30
-    assert post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question="  ").status_code == 422
+    for question in ("  ", ""):  # blank, and empty (which a form sends as no field at all)
+        refused = post(url, "/ask", (SAMPLES / "chelsea.jpg").read_bytes(), question=question)
+        assert refused.status_code == 422 and isinstance(refused.json()["detail"], str), refused.text
+        assert "question" in refused.json()["detail"], refused.text
     cat = (SAMPLES / "chelsea.jpg").read_bytes()
     with ThreadPoolExecutor(20) as pool:
         codes = list(pool.map(lambda k: post(url, "/wildlife" if k % 2 else "/caption", cat).status_code, range(20)))

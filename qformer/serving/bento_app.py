@@ -14,6 +14,8 @@ when this module is imported: `QFORMER_SERVE_MODEL` (the captioner; default: the
 """
 
 # no `from __future__ import annotations`: BentoML reads the APIs' annotations as types
+import asyncio
+import logging
 import os
 from typing import Awaitable, Callable, Optional
 
@@ -33,6 +35,20 @@ BATCHING = {"batchable": MAX_BATCH > 1, "max_batch_size": max(MAX_BATCH, 2), "ma
 TRAFFIC = {"timeout": 300}
 
 prefer_h11()  # before BentoML starts this worker's uvicorn (see limits.py)
+
+
+class QuietShutdown(logging.Filter):
+    """A readiness probe that reaches the entry service while it starts is left waiting by BentoML
+    for good; at shutdown uvicorn cancels it and logs the cancellation as an error, with a traceback.
+    Nothing went wrong, and no one can act on it, so those two records are dropped; others stand."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(QuietShutdown())
 
 
 @bentoml.service(resources={"cpu": "1"}, traffic=TRAFFIC)
