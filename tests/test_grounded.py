@@ -170,6 +170,8 @@ def test_default_means_the_routed_captioner_in_the_api_and_in_the_ensemble(route
 
     model = qformer.create_model("default")
     assert isinstance(model, RoutedCaptioner) and isinstance(qformer.create_model("bridge"), qformer.Blip2)
+    with pytest.raises(ValueError, match="no bridge to configure"):
+        qformer.create_model("grounded", lm={"quantize": "int4"})
     cat = str(SAMPLES / "chelsea.jpg")
     (answer,) = model.caption([cat])
     assert answer.source == "grounded" and answer.text == routed.caption([cat])[0].text

@@ -70,6 +70,10 @@ def create_model(name_or_path: str, **overrides: Any) -> Blip2 | Captioner:
     if name_or_path in CAPTIONERS:
         from ..grounded.loading import load_captioner
 
+        if overrides and name_or_path == "grounded":
+            raise ValueError(f"the grounded captioner has no bridge to configure; {sorted(overrides)} apply to "
+                             "'default' or to a bridge")
+
         return load_captioner(name_or_path, **overrides)
     check_model_name(name_or_path)
     presets = _presets()
