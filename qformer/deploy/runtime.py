@@ -13,9 +13,11 @@ def open_session(graph: Path | bytes, threads: int | None = None, remedy: str = 
     the sentence when it will not load.
     From its path, not its bytes (a second copy of the weights in memory): onnxruntime itself refuses
     external data that lies outside the graph's folder, symbolic links included (tests/test_onnx_lm.py
-    checks it). `spin=False` for a graph run once before another's many runs: its idle threads would
-    otherwise spin on the cores the next graph needs. `arena=False` for graphs run on batches of
-    changing shapes: onnxruntime's memory arena keeps every buffer it ever grew to."""
+    checks it). `spin=False` for a graph whose runs alternate with other graphs' (a detector and
+    classifiers on each photo): its idle threads would otherwise spin on the cores the next graph
+    needs, which made the default's warm photo caption 1.5x slower on two cores (bench/spinning.py).
+    `arena=False` for graphs run on batches of changing shapes: onnxruntime's memory arena keeps
+    every buffer it ever grew to."""
     ort = require("onnxruntime", "running ONNX graphs")
     options = ort.SessionOptions()
     if threads:

@@ -61,7 +61,9 @@ class NanoDet:
         require("onnxruntime", "the NanoDet detector")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no NanoDet model; make it with `python scripts/convert_nanodet.py`")
-        self.session = open_session(Path(path), threads, "make it again with `python scripts/convert_nanodet.py`")
+        # no spinning: the classifiers' graphs run between this one's, on the same cores
+        self.session = open_session(Path(path), threads, "make it again with `python scripts/convert_nanodet.py`",
+                                    spin=False)
         self.input = self.session.get_inputs()[0].name
         outputs = {o.name: o for o in self.session.get_outputs()}
         # per stride, the scores (..., 80) and the box distributions (..., 44): told apart by their width

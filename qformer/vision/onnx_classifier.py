@@ -37,7 +37,8 @@ class OnnxClassifier(Classifier):
         built = built_network(origin, package_file(weights, "*.pth"))
         remedy = f"delete {built}, and qformer builds it again from {origin.package}"
         # no arena: crops come in batches of every size, and the arena would keep the largest's buffers
-        self.session = open_session(built / "model.onnx", threads, remedy, arena=False)
+        # no spinning: the detector's and the other classifier's graphs run between this one's
+        self.session = open_session(built / "model.onnx", threads, remedy, spin=False, arena=False)
         self._classifier_weight = np.load(built / "classifier.npy", allow_pickle=False)
         # as timm configures this network, letterboxed instead of centre-cropped (see ImageNetClassifier)
         self.preprocess = Preprocess(origin.size, origin.mean, origin.std, "bicubic", crop_pct=None)
