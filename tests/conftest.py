@@ -82,9 +82,20 @@ def losses_for(model: qformer.Blip2, pixels, texts: list[str], stage: int = 2, p
 # --- servers: `qformer serve` in a process of its own, on 127.0.0.1 only ---------------------------
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing else here will take before the server binds it. Not one the system hands out
+    (`bind(0)`): Ray starts a dozen processes whose sockets take ephemeral ports, and one of them once
+    took the port picked for its own proxy. Below the ephemeral range and above Ray's worker ports
+    (10002-19999), only another test could collide, and a port still bound is skipped."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for port in np.random.default_rng().permutation(np.arange(20000, max(low, 20001))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError(f"no free port between 20000 and {low}")
 
 
 def descendants(root: int) -> dict[int, str]:
