@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qformer.processing.images import ImageLoadError, load_image
+from qformer.processing.images import ImageLoadError, load_image, reduced
 
 
 def save(image: Image.Image, path, **kwargs):
@@ -95,3 +95,13 @@ def test_load_images_keeps_order_and_errors_in_place_with_several_threads(tmp_pa
         assert [e is not None for e in errors] == [False, False, True, False, False, False]
     with pytest.raises(ImageLoadError, match="missing.png"):
         load_images(paths, workers=3)
+
+
+def test_one_reduction_serves_every_network_that_sees_the_whole_photo():
+    photo = Image.new("RGB", (1920, 1080))
+    assert reduced(photo, 512).size == (960, 540)  # by 2: by 3 the shorter side would be 360
+    assert reduced(photo, 300).size == (640, 360)
+    small = Image.new("RGB", (900, 600))
+    assert reduced(small, 512) is small and reduced(photo, None) is photo
+    deep = Image.new("I;16", (2000, 2000))  # Pillow cannot box-reduce 16-bit images
+    assert reduced(deep, 512) is deep

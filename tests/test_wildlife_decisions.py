@@ -84,6 +84,31 @@ def test_the_strong_classifier_runs_once_per_crop(pipeline, cat):
     assert pipeline.strong_coarse.classifier._memory == {}  # nothing kept after the call
 
 
+def test_the_detector_sees_the_overview_and_the_crops_come_from_the_photo(pipeline, cat):
+    seen = {}
+
+    def detector(images):
+        seen["detector"] = [image.size for image in images]
+        return [[Detection((0.1, 0.0, 0.8, 1.0), 0.8, "animal"), Detection((0.4, 0.4, 0.1, 0.1), 0.6, "animal")]
+                for _ in images]
+
+    class Recording:  # the default coarse classifier, noting the crops it is asked about
+        def __init__(self, coarse):
+            self.coarse = coarse
+
+        def __call__(self, crops):
+            seen.setdefault("coarse", []).extend(crop.size for crop in crops)
+            return self.coarse(crops)
+
+    large = cat.resize((cat.width * 4, cat.height * 4))  # 1804x1200 as decoded
+    (result,) = WildlifePipeline(detector, Recording(pipeline.coarse), pipeline.experts, pipeline.knowledge,
+                                 overview_side=512)([large])
+    assert seen["detector"] == [(902, 600)]  # reduced once, by 2
+    # a box a tenth of the photo wide, widened by 15% a side: 235 pixels of the photo as decoded
+    assert seen["coarse"][1] == (235, 235)
+    assert "domestic cat" in [animal.name for animal in result.animals]
+
+
 def test_crops_are_square_with_context_and_bounded():
     image = Image.new("RGB", (1000, 400))
     crop = Detection((0.4, 0.25, 0.1, 0.5), 0.9, "animal").crop(image, margin=0.1)

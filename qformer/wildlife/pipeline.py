@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..compose import Chain, Graph, Node, Route
 from ..processing.answers import in_slots
-from ..processing.images import REDUCING_GAP, ImageInput, ImageLoadError, load_images
+from ..processing.images import REDUCING_GAP, ImageInput, ImageLoadError, load_images, reduced
 from ..vision.boxes import CROP_SIDE, Detection
 from ..vision.cam import CamDetector
 from ..vision.classifiers import LITE0, LITE2, Classifier, CoarseClassifier, SpeciesExpert, imagenet_classifier
@@ -43,22 +43,28 @@ class WildlifePipeline:
 
     Photos are decoded with their longer side at most `max_side` pixels: a 4000x3000 JPEG decodes at
     half size inside the decoder (PIL's draft mode), which is most of its cost, while the detector sees
-    416 pixels and an animal a tenth of a 1920-pixel frame wide still gives its crop 190 of them."""
+    416 pixels and an animal a tenth of a 1920-pixel frame wide still gives its crop 190 of them. The
+    detector and the whole-photo classifiers see an overview: the photo box-reduced once to at least
+    `overview_side` pixels on its shorter side (None: the photo as decoded, for a detector that
+    needs every pixel); the crops come from the photo as decoded."""
 
     def __init__(self, detector, coarse, experts: dict[str, object], knowledge: Knowledge,
                  strong_coarse=None, thresholds: Thresholds = Thresholds(), country: str | None = None,
-                 batch_size: int = 8, cascade: bool = True, max_side: int | None = 1920):
+                 batch_size: int = 8, cascade: bool = True, max_side: int | None = 1920,
+                 overview_side: int | None = None):
         self.detector, self.coarse, self.strong_coarse, self.experts = detector, coarse, strong_coarse, experts
         self.knowledge, self.thresholds = knowledge, thresholds
         self.country, self.cascade, self.max_side = check_country(country), cascade, max_side
+        self.overview_side = overview_side
         coarse_node = Node("coarse", self._coarse(coarse), ["views"], "groups", batch_size=batch_size)
         if strong_coarse is not None:
             strong = Node("coarse (strong)", self._coarse(strong_coarse), ["views"], "groups", batch_size=batch_size)
             coarse_node = Route("coarse routing", coarse_node, strong, self._confident)
         self.graph = Graph(Chain(
             "wildlife",
-            Node("detect", detector, ["image"], "detections", batch_size=batch_size),
-            Node("crop", self._views, ["image", "detections"], ["scene", "views"]),
+            Node("overview", self._overview, ["image"], "overview"),
+            Node("detect", detector, ["overview"], "detections", batch_size=batch_size),
+            Node("crop", self._views, ["image", "overview", "detections"], ["scene", "views"]),
             Node("photo", self._photo_animal, ["scene", "detections"], "photo_animal", batch_size=batch_size),
             coarse_node,
             Node("experts", self._experts, ["views", "groups"], "species_scores", batch_size=batch_size),
@@ -85,6 +91,7 @@ class WildlifePipeline:
                 raise ValueError(f"expert head for unknown group {group!r}; groups are {GROUPS}")
             experts[group] = TrainedExpert.load(folder, device, knowledge=knowledge)
         detector = FusedDetector(NanoDet(), CamDetector(lite0, knowledge))
+        kwargs.setdefault("overview_side", CROP_SIDE)  # above NanoDet's 416 and the maps' 224
         return cls(detector, CoarseClassifier(lite0, knowledge), experts, knowledge,
                    strong_coarse=CoarseClassifier(lite2, knowledge), **kwargs)
 
@@ -121,10 +128,14 @@ class WildlifePipeline:
 
     # --- the graph's nodes, over batches of images ----------------------------------------------
 
-    def _views(self, image: Image.Image, detections: list[Detection]) -> tuple[Image.Image, list[View]]:
+    def _overview(self, image: Image.Image) -> Image.Image:
+        return reduced(image, self.overview_side)
+
+    def _views(self, image: Image.Image, overview: Image.Image,
+               detections: list[Detection]) -> tuple[Image.Image, list[View]]:
         """The whole photo at crop size, and each detection's view: its crop, with the photo when the
         photo shows that one animal (the same image object, so each classifier sees it once)."""
-        scene = image.copy()
+        scene = overview.copy()
         scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
         animals = [d for d in detections if d.category == "animal"]
         alone = len(animals) == 1 and self.thresholds.scene > 0
