@@ -129,6 +129,29 @@ def test_unreadable_file_is_a_failure_and_the_rest_go_on(pipeline, cat, tmp_path
     assert results[1].failure is None and results[1].animals
 
 
+def test_a_stream_holds_two_batches_of_photos_and_gives_results_in_order(pipeline, cat, tmp_path):
+    read = set()
+
+    class Watched(list):  # the photos, noting which the pipeline has read so far
+        def __getitem__(self, k):
+            read.add(k)
+            return super().__getitem__(k)
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    photos = Watched([cat] * 9 + [str(broken)])
+    small = WildlifePipeline(pipeline.detector, pipeline.coarse, pipeline.experts, pipeline.knowledge,
+                             strong_coarse=pipeline.strong_coarse, batch_size=2)
+    stream = small.stream(photos, names=[f"photo-{k}" for k in range(10)])
+    first = next(stream)
+    assert first.file == "photo-0" and first.animals and read <= {0, 1, 2, 3}
+    rest = list(stream)
+    assert [r.file for r in rest] == [f"photo-{k}" for k in range(1, 10)]
+    assert rest[-1].failure and all(r.failure is None for r in rest[:-1])
+    with pytest.raises(ValueError, match="2 names for 10 images"):
+        small(photos, names=["a", "b"])
+
+
 def test_megadetector_json_schema(pipeline, cat, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"nope")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -113,13 +113,10 @@ def run_batch(pipeline: WildlifePipeline, images: Sequence[str | Path], out: str
     bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="img", desc="wildlife",
                disable=not progress or not state.is_local_main_process)
     since_checkpoint = 0
-    step = getattr(pipeline, "chunk_size", batch_size)  # an engine that schedules its own batches takes more at once
-    for start in range(0, len(todo), step):
-        chunk = todo[start : start + step]
-        for result in pipeline(chunk, workers=workers):
-            done[result.file] = result.to_dict()
-        since_checkpoint += len(chunk)
-        bar.update(len(chunk))
+    for result in _results(pipeline, todo, batch_size, workers):
+        done[result.file] = result.to_dict()
+        since_checkpoint += 1
+        bar.update()
         if since_checkpoint >= checkpoint_every:
             write_json({"done": done}, partial)
             since_checkpoint = 0
@@ -139,6 +136,17 @@ def run_batch(pipeline: WildlifePipeline, images: Sequence[str | Path], out: str
     for rank in range(state.num_processes):
         partial_path(out, rank).unlink(missing_ok=True)
     return data
+
+
+def _results(pipeline, files: list[str], batch_size: int, workers: int) -> Iterator[ImageResult]:
+    """The pipeline's results in order, as they come; an engine that schedules its own batches (and
+    has no `stream`) is handed its `chunk_size` files at a time."""
+    if hasattr(pipeline, "stream"):
+        yield from pipeline.stream(files, workers=workers)
+        return
+    step = getattr(pipeline, "chunk_size", batch_size)
+    for start in range(0, len(files), step):
+        yield from pipeline(files[start : start + step], workers=workers)
 
 
 class _OneProcess:

@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from PIL import Image
 
@@ -55,7 +56,7 @@ class WildlifePipeline:
         self.detector, self.coarse, self.strong_coarse, self.experts = detector, coarse, strong_coarse, experts
         self.knowledge, self.thresholds = knowledge, thresholds
         self.country, self.cascade, self.max_side = check_country(country), cascade, max_side
-        self.overview_side = overview_side
+        self.overview_side, self.batch_size = overview_side, batch_size
         coarse_node = Node("coarse", self._coarse(coarse), ["views"], "groups", batch_size=batch_size)
         if strong_coarse is not None:
             strong = Node("coarse (strong)", self._coarse(strong_coarse), ["views"], "groups", batch_size=batch_size)
@@ -102,24 +103,48 @@ class WildlifePipeline:
         `workers` threads decode the images; `country` and `species_threshold` override the
         pipeline's own for this call (so concurrent callers can differ). `keep_evidence` keeps what
         the models said about every detection in `result.evidence` (for `policy.decide`)."""
+        return list(self.stream(images, names, workers, country, species_threshold, keep_evidence))
+
+    def stream(self, images: Sequence[ImageInput], names: Sequence[str] | None = None, workers: int = 1,
+               country: str | None = None, species_threshold: float | None = None,
+               keep_evidence: bool = False) -> Iterator[ImageResult]:
+        """As calling the pipeline, one result at a time, in order. Photos are decoded `batch_size`
+        at a time, the next batch in a thread while this one runs: a folder of any size holds two
+        batches of photos in memory, and decoding costs no time of its own."""
         country = check_country(country) or self.country
         threshold = self.thresholds.species if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
                                                        for k, i in enumerate(images)]
-        loaded, errors = load_images(images, return_exceptions=True, workers=workers, max_side=self.max_side)
+        if len(names) != len(images):
+            raise ValueError(f"{len(names)} names for {len(images)} images")
+        parts = [range(start, min(start + self.batch_size, len(images)))
+                 for start in range(0, len(images), self.batch_size)]
+
+        def decode(part: range) -> tuple[list[Image.Image], list[ImageLoadError | None]]:
+            return load_images([images[k] for k in part], return_exceptions=True, workers=workers,
+                               max_side=self.max_side)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="wildlife-decode") as reader:
+            upcoming = reader.submit(decode, parts[0]) if parts else None
+            for k, part in enumerate(parts):
+                loaded, errors = upcoming.result()
+                if k + 1 < len(parts):
+                    upcoming = reader.submit(decode, parts[k + 1])
+                yield from self._run(loaded, errors, [names[i] for i in part], country, threshold, keep_evidence)
+
+    def _run(self, loaded: list[Image.Image], errors: list[ImageLoadError | None], names: list[str],
+             country: str | None, threshold: float, keep_evidence: bool) -> Iterator[ImageResult]:
         states = [{"image": image, "country": country, "threshold": threshold} for image in loaded]
         with ExitStack() as stack:
             for classifier in self._classifiers():
                 stack.enter_context(classifier.remembering())  # coarse and expert share one pass per crop
             runs = in_slots(errors, self.graph.map(states) if states else [])
-        results = []
         for name, run in zip(names, runs):
             if isinstance(run, ImageLoadError):
-                results.append(ImageResult(name, failure=str(run)))
-                continue
-            results.append(ImageResult(name, run["animals"], timings=run.timings,
-                                       evidence=run["evidence"] if keep_evidence else None))
-        return results
+                yield ImageResult(name, failure=str(run))
+            else:
+                yield ImageResult(name, run["animals"], timings=run.timings,
+                                  evidence=run["evidence"] if keep_evidence else None)
 
     def _classifiers(self) -> list[Classifier]:
         parts = [self.coarse, self.strong_coarse, *self.experts.values()]
