@@ -26,6 +26,80 @@ GROUPS = [("02159955", "insect/arthropod"), ("01767661", "insect/arthropod"), ("
           ("00015388", "other")]
 DOMESTIC = {"02084071": "Canis familiaris", "02121808": "Felis catus"}  # dog, domestic cat
 RANKS = ("genus", "family", "order", "class")
+# WordNet 3.0 (2006) places animals as taxonomy then did. The knowledge base's species entries follow
+# current usage (mammals: the Mammal Diversity Database; birds: the IOC World Bird List; reptiles: the
+# Reptile Database; amphibians: Amphibian Species of the World), and so must the classes: a rollup sums
+# the classes of one taxon, so a red panda under Procyonidae or a box turtle under Chelonia while the
+# sea turtles are Testudines gives sums and names that are wrong. Only revisions that are settled.
+RENAMED = {
+    "class": {"Osteichthyes": "Actinopterygii"},
+    "order": {"Urodella": "Caudata", "Salientia": "Anura", "Chelonia": "Testudines", "Marsupialia": "Diprotodontia",
+              "Cetacea": "Artiodactyla", "Falconiformes": "Accipitriformes", "Isospondyli": "Salmoniformes",
+              "Plectognathi": "Tetraodontiformes", "Phalangida": "Opiliones", "Scorpionida": "Scorpiones",
+              "Acarina": "Ixodida", "Madreporaria": "Scleractinia"},
+    "family": {"Tetraonidae": "Phasianidae", "Crotalidae": "Viperidae", "Hydrophidae": "Elapidae",
+               "Pongidae": "Hominidae", "Danaidae": "Nymphalidae", "Satyridae": "Nymphalidae",
+               "Argiopidae": "Araneidae", "Homaridae": "Nephropidae"},
+    "genus": {"Euarctos": "Ursus", "Thalarctos": "Ursus", "Alopex": "Vulpes", "Kakatoe": "Cacatua",
+              "Erolia": "Calidris", "Aranea": "Araneus"},
+}
+# Classes whose placement changed, by synset: a rank set to None is dropped (WordNet's genus is not
+# what the class's photos show, or no longer a genus).
+PLACED = {
+    "n02509815": {"family": "Ailuridae"},  # lesser panda
+    "n02510455": {"family": "Ursidae"},  # giant panda
+    "n02137549": {"family": "Herpestidae"},  # mongoose
+    "n02138441": {"family": "Herpestidae"},  # meerkat
+    "n02445715": {"family": "Mephitidae"},  # skunk
+    "n02492660": {"family": "Atelidae"},  # howler monkey
+    "n02493793": {"family": "Atelidae"},  # spider monkey
+    "n02493509": {"family": "Pitheciidae"},  # titi
+    "n02494079": {"genus": "Saimiri", "family": "Cebidae"},  # squirrel monkey
+    "n01882714": {"genus": "Phascolarctos", "family": "Phascolarctidae", "scientific_name": "Phascolarctos cinereus"},
+    "n02457408": {"order": "Pilosa"},  # three-toed sloth
+    "n02454379": {"order": "Cingulata"},  # armadillo
+    "n02437616": {"genus": "Lama", "family": "Camelidae"},  # llama
+    "n02125311": {"genus": "Puma", "scientific_name": "Puma concolor"},  # cougar
+    "n02483708": {"genus": "Symphalangus", "scientific_name": "Symphalangus syndactylus"},  # siamang
+    "n02488291": {"genus": None},  # langur: several genera
+    "n02328150": {"genus": "Oryctolagus"},  # Angora, a breed of the European rabbit
+    "n02066245": {"scientific_name": "Eschrichtius robustus"},  # grey whale
+    "n01819313": {"family": "Cacatuidae", "scientific_name": "Cacatua galerita"},  # sulphur-crested cockatoo
+    "n01820546": {"family": "Psittaculidae"},  # lorikeet
+    "n02025239": {"family": "Scolopacidae"},  # ruddy turnstone
+    "n02027492": {"scientific_name": "Calidris alpina"},  # red-backed sandpiper (dunlin)
+    "n02037110": {"family": "Haematopodidae"},  # oystercatcher
+    "n02013706": {"genus": "Aramus", "family": "Aramidae", "scientific_name": "Aramus guarauna"},  # limpkin
+    "n01534433": {"family": "Passerellidae"},  # junco
+    "n01537544": {"family": "Cardinalidae"},  # indigo bunting
+    "n01532829": {"genus": "Haemorhous", "scientific_name": "Haemorhous mexicanus"},  # house finch
+    "n01592084": {"genus": "Poecile"},  # chickadee
+    "n01560419": {"genus": None, "family": "Pycnonotidae"},  # bulbul: WordNet's is a nightingale
+    "n02009912": {"genus": "Ardea", "order": "Pelecaniformes", "scientific_name": "Ardea alba"},  # American egret
+    "n02009229": {"order": "Pelecaniformes"},  # little blue heron
+    "n02011460": {"order": "Pelecaniformes"},  # bittern
+    "n02006656": {"family": "Threskiornithidae", "order": "Pelecaniformes"},  # spoonbill
+    "n02007558": {"order": "Phoenicopteriformes"},  # flamingo
+    "n01829413": {"order": "Bucerotiformes"},  # hornbill
+    "n01744401": {"family": "Pythonidae"},  # rock python
+    "n01675722": {"family": "Eublepharidae"},  # banded gecko
+    "n01682714": {"family": "Dactyloidae"},  # American chameleon (green anole)
+    "n01630670": {"genus": "Lissotriton", "scientific_name": "Lissotriton vulgaris"},  # common newt
+    "n01644373": {"family": "Hylidae", "order": "Anura"},  # tree frog
+    "n02606052": {"genus": "Holacanthus", "family": "Pomacanthidae", "scientific_name": "Holacanthus tricolor"},
+    "n02640242": {"order": "Acipenseriformes"},  # sturgeon
+    "n02641379": {"order": "Lepisosteiformes"},  # gar
+    "n02643566": {"class": "Actinopterygii"},  # lionfish
+    "n02514041": {"genus": "Thyrsites", "family": "Gempylidae", "class": "Actinopterygii",
+                  "scientific_name": "Thyrsites atun"},  # barracouta (snoek)
+    "n01484850": {"order": "Lamniformes"},  # great white shark
+    "n01491361": {"family": "Galeocerdonidae", "order": "Carcharhiniformes"},  # tiger shark
+    "n01494475": {"order": "Carcharhiniformes"},  # hammerhead
+    "n01498041": {"order": "Myliobatiformes"},  # stingray
+    "n02236044": {"order": "Mantodea"},  # mantis
+    "n02233338": {"order": "Blattodea"},  # cockroach
+    "n01917289": {"genus": None},  # brain coral: several genera
+}
 
 
 def fetch_wordnet(cache: Path) -> Path:
@@ -81,6 +155,13 @@ def taxon_chain(nouns: dict, offset: str) -> dict[str, str]:
     return chain
 
 
+def current(chain: dict[str, str], placed: dict[str, str | None]) -> dict[str, str]:
+    """WordNet's chain in current usage: renamed taxa, then the class's own placement."""
+    renamed = {rank: RENAMED.get(rank, {}).get(name, name) for rank, name in chain.items()}
+    renamed.update({rank: name for rank, name in placed.items() if rank in RANKS})
+    return {rank: renamed[rank] for rank in RANKS if renamed.get(rank)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wordnet", type=Path, help="folder holding WordNet 3.0's data.noun (default: fetch with npm)")
@@ -92,22 +173,27 @@ def main() -> None:
         offset = info.index_to_label_name(index)[1:]
         up = ancestors(nouns, offset)
         group = next((g for o, g in GROUPS if o in up), None)
-        entry = {"index": index, "synset": "n" + offset, "name": nouns[offset]["words"][0], "group": group,
-                 # every name ImageNet gives the class, first the one it is known by ("tabby", "tabby cat")
-                 "lemmas": [lemma.strip() for lemma in info.index_to_description(index).split(",")]}
+        entry = {"index": index, "synset": "n" + offset, "name": nouns[offset]["words"][0], "group": group}
         if group:
-            entry["taxa"] = taxon_chain(nouns, offset)
+            placed = PLACED.get("n" + offset, {})
+            entry["taxa"] = current(taxon_chain(nouns, offset), placed)
             binomial = [w for w in nouns[offset]["words"]
                         if len(w.split()) == 2 and w.split()[0] == entry["taxa"].get("genus")]
-            if binomial:
-                entry["scientific_name"] = binomial[0]
+            if "scientific_name" in placed or binomial:
+                entry["scientific_name"] = placed.get("scientific_name") or binomial[0]
             domestic = next((DOMESTIC[o] for o in DOMESTIC if o in up), None)
             if domestic:
                 entry["domestic_species"] = domestic
+        # every name ImageNet gives the class, first the one it is known by ("tabby", "tabby cat")
+        entry["lemmas"] = [lemma.strip() for lemma in info.index_to_description(index).split(",")]
         classes.append(entry)
+    unplaced = set(PLACED) - {c["synset"] for c in classes if c["group"]}
+    if unplaced:
+        raise SystemExit(f"PLACED names synsets that are not ImageNet animal classes: {sorted(unplaced)}")
     OUT.write_text(json.dumps({
-        "source": f"WordNet 3.0 (Princeton University, WordNet 3.0 license), npm {PACKAGE}; "
-                  "ImageNet-1k class order from timm. Built by scripts/build_taxonomy.py.",
+        "source": f"WordNet 3.0 (Princeton University, WordNet 3.0 license), npm {PACKAGE}, with the taxa "
+                  "WordNet predates brought to current usage; ImageNet-1k class order from timm. Built by "
+                  "scripts/build_taxonomy.py.",
         "classes": classes}, indent=1) + "\n")
     print(f"wrote {OUT}: {sum(c['group'] is not None for c in classes)} animal classes")
 

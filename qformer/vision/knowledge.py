@@ -1,7 +1,7 @@
 """What the pipeline knows about animals, shipped as data in `data/`:
 
-- `taxonomy.json`: every ImageNet-1k class with its coarse group and WordNet 3.0 taxon chain
-  (built by scripts/build_taxonomy.py);
+- `taxonomy.json`: every ImageNet-1k class with its coarse group and WordNet 3.0 taxon chain,
+  brought to current usage where WordNet predates a revision (built by scripts/build_taxonomy.py);
 - `species.json`: one entry per species or breed the default can name: names, taxonomy, habitat,
   IUCN category with its year, countries, and whether it is domesticated (sources in its header);
 - `taxon_nouns.json`: the everyday noun for each taxon above species ("Ardeidae": "heron"), for captions.
@@ -89,7 +89,7 @@ class Knowledge:
         return None
 
     def taxa_of(self, label: str) -> dict[str, str]:
-        """The species entry's taxonomy where there is one (current usage), else WordNet's."""
+        """The species entry's taxonomy where there is one, else its ImageNet class's."""
         if label in self.species:
             return self.species[label].taxa
         return dict(self.by_label.get(label, {}).get("taxa", {}))
