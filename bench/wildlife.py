@@ -5,15 +5,16 @@
 - the realistic alternative: the same detector, but one Lite2 pass per crop answering both the
   group and the species (no cheap coarse model);
 - activation maps alone as the detector (the pipeline before NanoDet);
-- on JPEG files: the default, and the default without its overview (each network that sees the
-  whole photo reducing the decoded photo itself).
+- on JPEG files: the default streamed (the next batch decoding while this one runs, as `qformer
+  wildlife` does), called batch by batch, and streamed without its overview (each network that
+  sees the whole photo reducing the decoded photo itself); alternated.
 
 (The default experts share one Lite2, which runs once per crop whichever experts ask, so asking every
 expert costs what asking one does; separate expert models would each cost a pass.)
 
 All variants batch the same way, use channels-last classifiers, and run on the same threads.
 
-    PYTHONPATH=.. python wildlife.py [--photos DIR] [--jpegs DIR]        (from bench/)
+    PYTHONPATH=.. python wildlife.py [--photos DIR] [--jpegs DIR] [--engine torch|onnx]   (from bench/)
 
 `--jpegs DIR` adds a row for the default reading the JPEG files under DIR itself, decoding included
 (camera traps and phones write 1920x1080 or larger JPEGs).
@@ -22,6 +23,7 @@ All variants batch the same way, use channels-last classifiers, and run on the s
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -55,6 +57,16 @@ def run(pipeline: WildlifePipeline, photos: list, batch: int) -> tuple[float, in
     return time.perf_counter() - begin, detections
 
 
+def median(runs: list[tuple[float, int]]) -> float:
+    return statistics.median(seconds for seconds, _ in runs)
+
+
+def stream(pipeline: WildlifePipeline, files: list, batch: int) -> tuple[float, int]:
+    begin = time.perf_counter()
+    detections = sum(len(r.animals) for r in pipeline.stream(files, workers=2))
+    return time.perf_counter() - begin, detections
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -62,9 +74,10 @@ def main() -> None:
     parser.add_argument("--photos", help="a folder of more photos to time (e.g. runs/wildlife-photos)")
     parser.add_argument("--jpegs",
                         help="a folder of JPEG files to time from disk (e.g. runs/wildlife-photos/wallpapers)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch")
     args = parser.parse_args()
     photos = images(args.photos)
-    base = WildlifePipeline.default()
+    base = WildlifePipeline.default(engine=args.engine)
 
     def variant(detector=None, coarse=None, strong=True, batch=args.batch, overview_side=base.overview_side):
         return WildlifePipeline(detector or base.detector, coarse or base.coarse, base.experts, base.knowledge,
@@ -78,26 +91,29 @@ def main() -> None:
         "activation maps only (no NanoDet)": variant(detector=base.detector.regions),
     }
     rows = []
-    for name, (pipeline, batch) in variants.items():
+    for pipeline, batch in variants.values():
         run(pipeline, photos[:2], batch)  # warm-up
-        seconds, detections = min(run(pipeline, photos, batch) for _ in range(args.repeats))
-        rows.append((name, seconds, len(photos), detections))
+    timed = {name: [] for name in variants}
+    for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits each variant
+        for name, (pipeline, batch) in variants.items():
+            timed[name].append(run(pipeline, photos, batch))
+    rows += [(name, median(times), len(photos), times[0][1]) for name, times in timed.items()]
     if args.jpegs:
         files = sorted(str(f) for f in Path(args.jpegs).rglob("*.jpg"))
         width, height = sorted(Image.open(f).size for f in files)[len(files) // 2]
         about = f"{len(files)} JPEG files of about {width}x{height} read from disk"
-        on_jpegs = {f"default, {about}": variants[f"default: NanoDet + activation maps, batches of {args.batch}"][0],
-                    f"default without the overview, {about}": variant(overview_side=None)[0]}
+        default = variants[f"default: NanoDet + activation maps, batches of {args.batch}"][0]
+        on_jpegs = {f"default, {about}, streamed": (default, stream),
+                    "... called batch by batch": (default, run),
+                    "... streamed, without the overview": (variant(overview_side=None)[0], stream)}
         timed = {name: [] for name in on_jpegs}
-        for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits both
-            for name, pipeline in on_jpegs.items():
-                timed[name].append(run(pipeline, files, args.batch))
-        for name, times in timed.items():
-            seconds, detections = min(times)
-            rows.append((name, seconds, len(files), detections))
-    print(environment(torch.device("cpu")))
+        for _ in range(args.repeats):
+            for name, (pipeline, how) in on_jpegs.items():
+                timed[name].append(how(pipeline, files, args.batch))
+        rows += [(name, median(times), len(files), times[0][1]) for name, times in timed.items()]
+    print(environment(torch.device("cpu")), f"| engine: {args.engine}")
     print(f"{len(photos)} images (the bundled photos{', ' + args.photos if args.photos else ''}, and the cat "
-          f"twice side by side, rotated and halved), best of {args.repeats}\n")
+          f"twice side by side, rotated and halved); median of {args.repeats} runs, the variants alternating\n")
     print("| variant | s | images/s | detections | vs default in batches |")
     print("|---|---:|---:|---:|---:|")
     default_rate = rows[1][2] / rows[1][1]
