@@ -121,8 +121,8 @@ def image_size(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, in
 def reduced(image: Image.Image, short_side: int | None) -> Image.Image:
     """`image` box-reduced by the largest whole factor that keeps its shorter side at least `short_side`
     pixels, or `image` itself. The cheap first step of every downscale, done once for all the networks
-    that look at the whole photo instead of once by each (from 1920x1080 for a 416-pixel detector, Pillow
-    alone reduces only by 2x1 and filters the rest: three times the work)."""
+    that look at the whole photo instead of once by each (from 1728x1080 to NanoDet's 416x416, Pillow
+    alone reduces by 2x1 and filters the rest: 13 ms, against 6 ms from a reduction by 2)."""
     factor = min(image.size) // short_side if short_side else 1
     return image.reduce(factor) if factor >= 2 and not image.mode.startswith("I;16") else image
 

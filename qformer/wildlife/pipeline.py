@@ -110,7 +110,7 @@ class WildlifePipeline:
                keep_evidence: bool = False) -> Iterator[ImageResult]:
         """As calling the pipeline, one result at a time, in order. Photos are decoded `batch_size`
         at a time, the next batch in a thread while this one runs: a folder of any size holds two
-        batches of photos in memory, and decoding costs no time of its own."""
+        batches of photos in memory, and decoding overlaps the networks."""
         country = check_country(country) or self.country
         threshold = self.thresholds.species if species_threshold is None else species_threshold
         names = list(names) if names is not None else [str(i) if isinstance(i, (str, Path)) else f"image-{k}"
