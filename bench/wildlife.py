@@ -16,7 +16,7 @@ All variants batch the same way, use channels-last classifiers, and run on the s
 
     PYTHONPATH=.. python wildlife.py [--photos DIR] [--jpegs DIR] [--engine torch|onnx]   (from bench/)
 
-`--jpegs DIR` adds a row for the default reading the JPEG files under DIR itself, decoding included
+`--jpegs DIR` adds the three rows on the JPEG files under DIR, read and decoded by the pipeline
 (camera traps and phones write 1920x1080 or larger JPEGs).
 """
 
@@ -57,8 +57,15 @@ def run(pipeline: WildlifePipeline, photos: list, batch: int) -> tuple[float, in
     return time.perf_counter() - begin, detections
 
 
-def median(runs: list[tuple[float, int]]) -> float:
-    return statistics.median(seconds for seconds, _ in runs)
+def alternated(jobs: dict[str, tuple], repeats: int) -> list[tuple[str, float, int, int]]:
+    """(name, median seconds, images, detections) per job `(how, pipeline, images, batch)`; the jobs take
+    turns, so a slow spell of the machine hits each of them."""
+    timed: dict[str, list[tuple[float, int]]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, (how, pipeline, images, batch) in jobs.items():
+            timed[name].append(how(pipeline, images, batch))
+    return [(name, statistics.median(s for s, _ in times), len(jobs[name][2]), times[0][1])
+            for name, times in timed.items()]
 
 
 def stream(pipeline: WildlifePipeline, files: list, batch: int) -> tuple[float, int]:
@@ -90,27 +97,19 @@ def main() -> None:
         "one Lite2 pass per crop for group and species": variant(coarse=base.strong_coarse, strong=False),
         "activation maps only (no NanoDet)": variant(detector=base.detector.regions),
     }
-    rows = []
     for pipeline, batch in variants.values():
         run(pipeline, photos[:2], batch)  # warm-up
-    timed = {name: [] for name in variants}
-    for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits each variant
-        for name, (pipeline, batch) in variants.items():
-            timed[name].append(run(pipeline, photos, batch))
-    rows += [(name, median(times), len(photos), times[0][1]) for name, times in timed.items()]
+    rows = alternated({name: (run, pipeline, photos, batch) for name, (pipeline, batch) in variants.items()},
+                      args.repeats)
     if args.jpegs:
         files = sorted(str(f) for f in Path(args.jpegs).rglob("*.jpg"))
         width, height = sorted(Image.open(f).size for f in files)[len(files) // 2]
         about = f"{len(files)} JPEG files of about {width}x{height} read from disk"
         default = variants[f"default: NanoDet + activation maps, batches of {args.batch}"][0]
-        on_jpegs = {f"default, {about}, streamed": (default, stream),
-                    "... called batch by batch": (default, run),
-                    "... streamed, without the overview": (variant(overview_side=None)[0], stream)}
-        timed = {name: [] for name in on_jpegs}
-        for _ in range(args.repeats):
-            for name, (pipeline, how) in on_jpegs.items():
-                timed[name].append(how(pipeline, files, args.batch))
-        rows += [(name, median(times), len(files), times[0][1]) for name, times in timed.items()]
+        rows += alternated({f"default, {about}, streamed": (stream, default, files, args.batch),
+                            "... called batch by batch": (run, default, files, args.batch),
+                            "... streamed, without the overview":
+                                (stream, variant(overview_side=None)[0], files, args.batch)}, args.repeats)
     print(environment(torch.device("cpu")), f"| engine: {args.engine}")
     print(f"{len(photos)} images (the bundled photos{', ' + args.photos if args.photos else ''}, and the cat "
           f"twice side by side, rotated and halved); median of {args.repeats} runs, the variants alternating\n")
