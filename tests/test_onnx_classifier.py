@@ -137,22 +137,6 @@ def test_the_built_network_is_cached_checked_and_never_rebuilt_over(tmp_path, mo
     assert graph.read_bytes() == bytes(damaged)  # kept for the user to look at
 
 
-def test_without_torch_the_default_captions_photos_as_torch_does_and_says_why_not_drawings(tmp_path):
-    from qformer.grounded import load_captioner
-
-    photos = [str(ROOT / "samples" / n) for n in ("chelsea.jpg", "astronaut.jpg", "coffee.jpg")]
-    script = WITHOUT_TORCH + "from qformer.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
-    run = subprocess.run([sys.executable, "-c", script, "caption", *photos, str(ROOT / "samples" / "scene.png"),
-                          "--json"], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 1, run.stderr[-2000:]  # the drawing could not be answered here
-    *answered, drawing = json.loads(run.stdout)
-    with_torch = load_captioner("grounded").caption(photos)
-    assert [a["caption"] for a in answered] == [a.text for a in with_torch]
-    assert all(a["source"] == "grounded" for a in answered)
-    assert "a drawing: the default captions drawings with its trained bridge, which needs torch" in drawing["error"]
-    assert "Traceback" not in run.stderr
-
-
 def test_the_router_gives_the_same_odds_on_both_engines(cat):
     from qformer.grounded import PhotoRouter
 

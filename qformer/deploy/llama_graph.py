@@ -66,8 +66,11 @@ class GGUFLlama:
         tensor = self.tensors.get(name)
         if tensor is None:
             raise ValueError(f"{self.path}: no tensor {name!r}; not a complete Llama GGUF file")
-        array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        return array.reshape([int(n) for n in reversed(tensor.shape)])
+        try:
+            array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+            return array.reshape([int(n) for n in reversed(tensor.shape)])
+        except (ValueError, NotImplementedError) as e:  # a cut-off file, or a block format gguf cannot read
+            raise ValueError(f"{self.path}: not a readable GGUF file ({name}: {e})") from e
 
     def attention_weight(self, name: str, heads: int) -> np.ndarray:
         """llama.cpp stores the query and key weights with each head's rotary halves interleaved;

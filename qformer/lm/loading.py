@@ -75,10 +75,16 @@ def load_onnx_language_model(config: LMConfig):
 
 
 def _quantized_engine(config: LMConfig) -> Path:
-    """The cache folder of the LM's quantized engine, built on first use (the LM loads in torch once)."""
+    """The cache folder of the LM's quantized engine, built on first use: a Llama GGUF file's from its
+    tensors (`deploy/llama_graph.py`, as without torch), any other LM's by loading it in torch once."""
+    from ..deploy.built import gguf_engine, gguf_file
     from ..deploy.engine import FORMAT, MANIFEST
     from ..deploy.onnx_lm import export_causal_lm
 
+    gguf = gguf_file(config) if config.tokenizer is None else None
+    built = gguf_engine(gguf, config.quantize) if gguf is not None else None
+    if built is not None:
+        return built
     if config.random_config is not None:
         origin = json.dumps([config.random_config, config.seed, config.tokenizer], sort_keys=True)
     else:
