@@ -19,10 +19,11 @@ from ..extras import require
 from ..files import sha256_of, with_default_mode
 from .engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
 from .onnx_builder import GraphBuilder
-from .quantize import BLOCK, quantize_matmuls
+from .quantize import BLOCK
 
 OPSET = 18
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
+ROWS_AT_ONCE = 4096
 CONTROL_TOKEN_TYPES = (3, 4)  # GGUF's control and user-defined tokens: special, never split
 
 
@@ -66,9 +67,14 @@ class GGUFLlama:
         tensor = self.tensors.get(name)
         if tensor is None:
             raise ValueError(f"{self.path}: no tensor {name!r}; not a complete Llama GGUF file")
+        shape = [int(n) for n in reversed(tensor.shape)]
         try:
-            array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-            return array.reshape([int(n) for n in reversed(tensor.shape)])
+            data = tensor.data.reshape(shape[0], -1)  # a row of blocks per output
+            array = np.empty(shape, np.float32)
+            for start in range(0, shape[0], ROWS_AT_ONCE):  # the dequantizer's temporaries stay small
+                rows = dequantize(data[start:start + ROWS_AT_ONCE], tensor.tensor_type)
+                array[start:start + ROWS_AT_ONCE] = rows.reshape(-1, *shape[1:])
+            return array
         except (ValueError, NotImplementedError) as e:  # a cut-off file, or a block format gguf cannot read
             raise ValueError(f"{self.path}: not a readable GGUF file ({name}: {e})") from e
 
@@ -113,9 +119,11 @@ class GGUFLlama:
                 "unk_token": token("unknown")}
 
 
-def decoder_step_graph(model: GGUFLlama):
+def decoder_step_graph(model: GGUFLlama, head: np.ndarray, bits: int | None = None):
     """(inputs_embeds, attention_bias, position_ids, past K/V per layer) -> (last logits, present K/V),
-    as `deploy/onnx_lm.py`'s `DecoderStep` exports it."""
+    as `deploy/onnx_lm.py`'s `DecoderStep` exports it. `head`: the output projection `(vocab, hidden)`,
+    kept float; every other projection in `bits`-bit blocks (None: float), as `quantize_matmuls` makes
+    them: the query, key and value projections as one, the gate and up projections as one."""
     g = GraphBuilder("building the language model's graph")
     heads, kv_heads, head_dim, hidden = model.heads, model.kv_heads, model.head_dim, model.hidden
     group = heads // kv_heads
@@ -145,10 +153,10 @@ def decoder_step_graph(model: GGUFLlama):
     for i in range(model.layers):
         block = f"blk.{i}"
         normed = rms_norm(x, f"{block}.attn_norm.weight")
-        q = rotated(split_heads(g.linear(normed, model.attention_weight(f"{block}.attn_q.weight", heads)), heads))
-        k = rotated(split_heads(g.linear(normed, model.attention_weight(f"{block}.attn_k.weight", kv_heads)),
-                                kv_heads))
-        v = split_heads(g.linear(normed, model.weight(f"{block}.attn_v.weight")), kv_heads)
+        q, k, v = g.projections(normed, [model.attention_weight(f"{block}.attn_q.weight", heads),
+                                         model.attention_weight(f"{block}.attn_k.weight", kv_heads),
+                                         model.weight(f"{block}.attn_v.weight")], bits)
+        q, k, v = rotated(split_heads(q, heads)), rotated(split_heads(k, kv_heads)), split_heads(v, kv_heads)
         k = g("Concat", f"past.{i}.key", k, axis=2, out=f"present.{i}.key")
         v = g("Concat", f"past.{i}.value", v, axis=2, out=f"present.{i}.value")
         presents += [k, v]
@@ -161,15 +169,17 @@ def decoder_step_graph(model: GGUFLlama):
         attended = g("Reshape", g("Transpose", g("Reshape", attended, g.const(
             np.array([0, heads, -1, head_dim], np.int64))), perm=[0, 2, 1, 3]),
             g.const(np.array([0, 0, hidden], np.int64)))
-        x = g("Add", x, g.linear(attended, model.weight(f"{block}.attn_output.weight")))
+        (out,) = g.projections(attended, [model.weight(f"{block}.attn_output.weight")], bits)
+        x = g("Add", x, out)
         normed = rms_norm(x, f"{block}.ffn_norm.weight")
-        gate = g.linear(normed, model.weight(f"{block}.ffn_gate.weight"))
-        up = g.linear(normed, model.weight(f"{block}.ffn_up.weight"))
-        x = g("Add", x, g.linear(g("Mul", g("Mul", gate, g("Sigmoid", gate)), up),
-                                 model.weight(f"{block}.ffn_down.weight")))
+        gate, up = g.projections(normed, [model.weight(f"{block}.ffn_gate.weight"),
+                                          model.weight(f"{block}.ffn_up.weight")], bits)
+        (down,) = g.projections(g("Mul", g("Mul", gate, g("Sigmoid", gate)), up),
+                                [model.weight(f"{block}.ffn_down.weight")], bits)
+        x = g("Add", x, down)
     last = g("Gather", rms_norm(x, "output_norm.weight"), g.const(np.int64(-1)), axis=1)  # (B, hidden)
-    head = "output.weight" if "output.weight" in model.tensors else "token_embd.weight"  # tied when absent
-    g("MatMul", last, g.const(np.ascontiguousarray(model.weight(head).T)), out="logits")
+    g("MatMul", last, g.const(np.ascontiguousarray(head.T)), out="logits")
+    g.count("kept_float", 1)
     vocab = len(model.field("tokenizer.ggml.tokens"))
     cache = ["batch", kv_heads, "past", head_dim]
     inputs = [("inputs_embeds", "FLOAT", ["batch", "length", hidden]),
@@ -179,7 +189,11 @@ def decoder_step_graph(model: GGUFLlama):
     outputs = [("logits", "FLOAT", ["batch", vocab]),
                *((name, "FLOAT", ["batch", kv_heads, "total", head_dim]) for name in cache_names(model.layers,
                                                                                                    "present"))]
-    return g.model("llama_decoder_step", inputs, outputs, OPSET)
+    # not checked by onnx, which would copy a graph of a few hundred MB twice more on a small device:
+    # onnxruntime checks it as it loads it, and tests/test_gguf.py decodes with it against transformers
+    graph = g.model("llama_decoder_step", inputs, outputs, OPSET, extra_domains=("com.microsoft",) if bits else (),
+                    check=False)
+    return graph, g.counts
 
 
 def build_gguf_engine(gguf_path: str | Path, folder: Path, quantize: str | None = "int4") -> dict:
@@ -190,9 +204,10 @@ def build_gguf_engine(gguf_path: str | Path, folder: Path, quantize: str | None 
     if quantize is not None and quantize not in QUANTIZE_BITS:
         raise ValueError(f"quantize must be one of {sorted(QUANTIZE_BITS)} or None, got {quantize!r}")
     model = GGUFLlama(gguf_path)
-    graph = decoder_step_graph(model)
     table = model.weight("token_embd.weight")
-    counts = quantize_matmuls(graph, QUANTIZE_BITS[quantize], table.shape[0]) if quantize else None
+    head = model.weight("output.weight") if "output.weight" in model.tensors else table  # tied when absent
+    graph, counts = decoder_step_graph(model, head, QUANTIZE_BITS.get(quantize))
+    del head
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(folder / GRAPH))
     save_file({"weight": np.ascontiguousarray(table)}, str(folder / EMBEDDINGS))
@@ -203,7 +218,7 @@ def build_gguf_engine(gguf_path: str | Path, folder: Path, quantize: str | None 
     (folder / TOKENIZER_DIR / "tokenizer_config.json").write_text(json.dumps(model.tokenizer_config(), indent=1))
     manifest = {
         "format": FORMAT, "architecture": "LlamaForCausalLM", "built_from": "gguf", "quantize": quantize,
-        "block_size": BLOCK if quantize else None, "quantized_matmuls": counts,
+        "block_size": BLOCK if quantize else None, "quantized_matmuls": counts if quantize else None,
         "layers": model.layers, "kv_heads": model.kv_heads, "head_dim": model.head_dim, "hidden_size": model.hidden,
         "tokenizer": TOKENIZER_DIR,
         "graph": {"file": GRAPH, "sha256": sha256_of(folder / GRAPH), "opset": OPSET},

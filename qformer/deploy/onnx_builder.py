@@ -18,6 +18,7 @@ class GraphBuilder:
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.initializers, self._ids = [], [], itertools.count()
         self._constants: dict[tuple, str] = {}
+        self.counts: dict[str, int] = {}  # what `projections` made: block-wise and float weights, nodes
 
     def const(self, value, name: str | None = None) -> str:
         """A weight or constant; small constants of equal value are stored once."""
@@ -51,14 +52,44 @@ class GraphBuilder:
                                          name and f"{name}.weight"))
         return y if bias is None else self("Add", y, self.const(bias.astype(np.float32), name and f"{name}.bias"))
 
-    def model(self, name: str, inputs: list, outputs: list, opset: int, extra_domains: tuple[str, ...] = ()):
-        """The checked ModelProto; inputs and outputs as (name, elem type, shape)."""
+    def projections(self, x: str, weights: list[np.ndarray], bits: int | None = None) -> list[str]:
+        """`x @ w.T` for each torch-layout `(out, in)` weight of `weights`, all reading `x`: one MatMul,
+        split after. With `bits` (4 or 8), block-wise weights on `MatMulNBits` (`deploy/quantize.py`),
+        made here, so that a large model never holds its float weights all at once."""
+        from .quantize import BLOCK, blockwise_matmul
+
+        joined = np.concatenate([w.T for w in weights], axis=1).astype(np.float32)  # (in, sum of outs)
+        y = f"matmul_{next(self._ids)}"
+        if bits is None or joined.shape[0] % BLOCK:
+            self("MatMul", x, self.const(joined), out=y)
+            self.count("kept_float", len(weights))
+        else:
+            nodes, tensors = blockwise_matmul(f"n{next(self._ids)}", x, y, joined, bits)
+            self.nodes += nodes
+            self.initializers += [self.numpy_helper.from_array(value, name) for name, value in tensors.items()]
+            self.count(f"int{bits}", len(weights))
+            self.count("quantized_nodes", 1)
+        if len(weights) == 1:
+            return [y]
+        return self.many("Split", y, self.const(np.array([w.shape[0] for w in weights], np.int64)),
+                         outputs=len(weights), axis=-1)
+
+    def count(self, what: str, n: int) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+    def model(self, name: str, inputs: list, outputs: list, opset: int, extra_domains: tuple[str, ...] = (),
+              check: bool = True):
+        """The ModelProto, checked by onnx unless `check=False`; inputs and outputs as (name, elem type,
+        shape). The builder is spent: its weights are moved into the model, not held twice."""
         helper, tensor = self.helper, self.onnx.TensorProto
         graph = helper.make_graph(self.nodes, name,
                                   [helper.make_tensor_value_info(n, getattr(tensor, t), s) for n, t, s in inputs],
-                                  [helper.make_tensor_value_info(n, getattr(tensor, t), s) for n, t, s in outputs],
-                                  self.initializers)
+                                  [helper.make_tensor_value_info(n, getattr(tensor, t), s) for n, t, s in outputs])
+        self.initializers.reverse()
+        while self.initializers:  # moved one at a time: never two copies of all the weights at once
+            graph.initializer.append(self.initializers.pop())
         opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in extra_domains)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="qformer")
-        self.onnx.checker.check_model(model)
+        if check:
+            self.onnx.checker.check_model(model)
         return model

@@ -62,7 +62,7 @@ def quantize_matmuls(graph, bits: int, head_columns: int | None = None) -> dict:
         members = groups[node.input[0]]
         joined = np.concatenate([weights[m.output[0]] for m in members], axis=1)
         output = node.output[0] if len(members) == 1 else f"{node.output[0]}_joined"
-        new_nodes, tensors = (_int8 if bits == 8 else _int4)(node.name, node.input[0], output, joined)
+        new_nodes, tensors = blockwise_matmul(node.name, node.input[0], output, joined, bits)
         if len(members) > 1:
             sizes = f"{output}_split_sizes"
             tensors[sizes] = np.array([weights[m.output[0]].shape[1] for m in members], np.int64)
@@ -79,6 +79,12 @@ def quantize_matmuls(graph, bits: int, head_columns: int | None = None) -> dict:
     if not any(o.domain == MS_DOMAIN for o in graph.opset_import):
         graph.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return {f"int{bits}": len(weights), "kept_float": kept_float, "quantized_nodes": len(done)}
+
+
+def blockwise_matmul(name: str, x: str, y: str, weight: np.ndarray, bits: int):
+    """`y = x @ weight` for a constant `(K, N)` weight (K a multiple of 32) in `bits`-bit blocks: the
+    nodes and their named tensors, for a graph written by hand (`deploy/llama_graph.py`)."""
+    return (_int8 if bits == 8 else _int4)(name, x, y, weight)
 
 
 def _blocks(weight: np.ndarray) -> np.ndarray:
