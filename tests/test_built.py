@@ -128,3 +128,10 @@ def test_a_damaged_gguf_file_is_named_in_one_sentence(tmp_path, damage):
     path.write_bytes(data)
     with pytest.raises(ValueError, match=r"model\.gguf: not a readable GGUF file"):
         GGUFLlama(path).weight("blk.29.ffn_down.weight")
+
+
+def test_a_cache_that_cannot_be_written_is_told_in_a_sentence(tmp_path):
+    (tmp_path / "exported").write_text("a file where the folder of exports would go")  # the router's still builds
+    run = _without(TORCH, "caption", DRAWINGS[0], cache=tmp_path)
+    assert run.returncode == 1 and "could not write to the cache" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr

@@ -92,7 +92,7 @@ class OnFirstUse:
         self._build, self._part, self._lock = build, None, threading.Lock()
 
     def _built(self):
-        from ..files import UnreadableFileError
+        from ..files import UnreadableFileError, cache_root
 
         with self._lock:  # a server's concurrent first requests build it once
             if self._part is None:
@@ -100,8 +100,11 @@ class OnFirstUse:
                     self._part = self._build()
                 except UnreadableFileError:
                     raise
-                except ValueError as e:
+                except (ValueError, FileNotFoundError) as e:  # a damaged or missing file, said in a sentence
                     raise UnreadableFileError(str(e)) from None
+                except OSError as e:  # a first use builds into the cache
+                    raise UnreadableFileError(f"could not write to the cache ({e}); free space in {cache_root()}, "
+                                              "or set QFORMER_CACHE to a writable folder") from None
         return self._part
 
     def __call__(self, *args, **kwargs):
