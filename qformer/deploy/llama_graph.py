@@ -114,7 +114,8 @@ class GGUFLlama:
             index = self.field(f"tokenizer.ggml.{name}_token_id", None)
             return tokens[int(index)] if index is not None and 0 <= int(index) < len(tokens) else None
 
-        return {"backend": "tokenizers", "tokenizer_class": "TokenizersBackend", "clean_up_tokenization_spaces": False,
+        # a class every transformers release reads (5.x reads it as its `TokenizersBackend`)
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
                 "bos_token": token("bos"), "eos_token": token("eos"), "pad_token": token("padding") or token("eos"),
                 "unk_token": token("unknown")}
 
