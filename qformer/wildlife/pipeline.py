@@ -164,17 +164,8 @@ class WildlifePipeline:
         scene.thumbnail((CROP_SIDE, CROP_SIDE), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
         animals = [d for d in detections if d.category == "animal"]
         alone = len(animals) == 1 and self.thresholds.scene > 0
-        return scene, [View(self._crop(d, image, overview), scene if alone and d is animals[0] else None)
+        return scene, [View(d.crop(image, self.thresholds.margin), scene if alone and d is animals[0] else None)
                        for d in detections]
-
-    def _crop(self, detection: Detection, image: Image.Image, overview: Image.Image) -> Image.Image:
-        """The detection's crop, at most CROP_SIDE pixels: from the overview where that holds the crop at
-        full size already (a large animal; scaling the photo's pixels down costs several times more),
-        else from the photo, whose pixels a small animal needs."""
-        margin = self.thresholds.margin
-        _, _, w, h = detection.box
-        side_in_overview = max(w * overview.width, h * overview.height) * (1 + 2 * margin)
-        return detection.crop(overview if side_in_overview >= CROP_SIDE else image, margin)
 
     def _photo_animal(self, scenes: list[Image.Image], detections: list[list[Detection]]) -> list[float]:
         """p(animal) of each whole photo by the strongest classifier, where a region of the activation
