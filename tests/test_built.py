@@ -135,3 +135,22 @@ def test_a_cache_that_cannot_be_written_is_told_in_a_sentence(tmp_path):
     run = _without(TORCH, "caption", DRAWINGS[0], cache=tmp_path)
     assert run.returncode == 1 and "could not write to the cache" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
+
+
+def test_a_gguf_file_whose_numbers_are_no_models_is_refused(tmp_path):
+    import gguf
+
+    from qformer.deploy.llama_graph import GGUFLlama
+
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_embedding_length(576)
+    writer.add_head_count(0)  # would divide by zero
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"odd\.gguf: .* are no Llama model's"):
+        GGUFLlama(path)

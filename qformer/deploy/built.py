@@ -44,11 +44,12 @@ def gguf_file(config: LMConfig) -> Path | None:
 
 
 def is_llama_gguf(path: Path) -> bool:
-    from .llama_graph import GGUFLlama
+    """Whether a GGUF file holds a Llama-family model; a damaged file is named in a ValueError."""
+    from .llama_graph import GGUFLlama, NotLlama
 
     try:
         GGUFLlama(path)
-    except ValueError:
+    except NotLlama:
         return False
     return True
 

@@ -23,8 +23,12 @@ from .quantize import BLOCK
 
 OPSET = 18
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
-ROWS_AT_ONCE = 4096
+ROWS_AT_ONCE = 4096  # rows dequantized together: the vocabulary's 49152 at once took 3 times the table
 CONTROL_TOKEN_TYPES = (3, 4)  # GGUF's control and user-defined tokens: special, never split
+
+
+class NotLlama(ValueError):
+    """A readable GGUF file of another architecture (torch's exporter may still take it)."""
 
 
 class GGUFLlama:
@@ -39,19 +43,32 @@ class GGUFLlama:
         except (OSError, ValueError, KeyError, IndexError) as e:
             raise ValueError(f"{self.path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
         if architecture != "llama":
-            raise ValueError(f"{self.path}: a {architecture!r} model; only the Llama architecture builds without "
+            raise NotLlama(f"{self.path}: a {architecture!r} model; only the Llama architecture builds without "
                              "torch. Install torch to export it (qformer export --onnx)")
         key = "llama."
         self.layers = int(self.field(key + "block_count"))
         self.hidden = int(self.field(key + "embedding_length"))
         self.heads = int(self.field(key + "attention.head_count"))
         self.kv_heads = int(self.field(key + "attention.head_count_kv", self.heads))
-        self.head_dim = self.hidden // self.heads
         self.eps = float(self.field(key + "attention.layer_norm_rms_epsilon"))
         self.rope_base = float(self.field(key + "rope.freq_base", 10000.0))
+        self._check_shape()
+        self.head_dim = self.hidden // self.heads
+        if int(self.field(key + "rope.dimension_count", self.head_dim)) != self.head_dim:
+            raise ValueError(f"{self.path}: rotary positions on part of each head are not built without torch; "
+                             "export it with torch instead")
         if self.field(key + "rope.scaling.type", None) not in (None, "none"):
             raise ValueError(f"{self.path}: rotary scaling is not built without torch; export it with torch instead")
         self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def _check_shape(self) -> None:
+        """The file's numbers may come from someone else: they must describe a Llama model."""
+        sizes = {"layers": self.layers, "hidden": self.hidden, "heads": self.heads, "kv_heads": self.kv_heads}
+        if any(not 1 <= n <= high for n, high in zip(sizes.values(), (1024, 65536, 1024, 1024))) \
+                or self.hidden % self.heads or self.heads % self.kv_heads or (self.hidden // self.heads) % 2 \
+                or not (0 < self.eps < 1 and 0 < self.rope_base < float("inf")):
+            raise ValueError(f"{self.path}: {sizes} (epsilon {self.eps}, rotary base {self.rope_base}) are no Llama "
+                             "model's; the file is damaged or not a language model")
 
     def field(self, name: str, default=KeyError):
         entry = self.reader.fields.get(name)

@@ -155,13 +155,13 @@ def image_text_scorer(captioner: Captioner):
     return getattr(bridge, "model", None)
 
 
-def load_exported(folder: str, routed: bool | None = None) -> Captioner:
+def load_exported(folder: str) -> Captioner:
     """An exported folder on the torch-free runtime (`qformer.deploy.lite`): its bridge answers
     everything, or, where it was exported from the default, drawings only, and photos go to the
-    grounded captioner on onnxruntime, as `qformer caption` routes them (`routed` says otherwise)."""
+    grounded captioner on onnxruntime, as `qformer caption` routes them."""
     from ..deploy.lite import LiteCaptioner
 
-    routed = routes_photos(folder) if routed is None else routed
+    routed = routes_photos(folder)
     parts = photo_parts("cpu", engine="onnx") if routed else None
     return captioner_for("default" if routed else folder, LiteCaptioner(folder), parts)
 
