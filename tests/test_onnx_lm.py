@@ -9,7 +9,7 @@ import torch
 import qformer
 from qformer.cli.main import main
 from qformer.config import ConfigError, LMConfig
-from qformer.deploy.engine import GRAPH, MANIFEST, OnnxCausalLM
+from qformer.deploy.engine import GRAPH, GRAPH_WEIGHTS, MANIFEST, OnnxCausalLM
 from qformer.deploy.export import export_onnx
 from qformer.deploy.exported import LM_FOLDER
 from qformer.files import sha256_of
@@ -92,17 +92,25 @@ def test_a_damaged_or_hostile_engine_folder_is_refused_by_name_and_kept(tmp_path
     graph = folder / GRAPH
     original = graph.read_bytes()
     graph.write_bytes(original[:-8] + b"01234567")
-    with pytest.raises(ValueError, match=f"{GRAPH}: its SHA-256 does not match"):
+    with pytest.raises(ValueError, match=f"{GRAPH}: missing, or its SHA-256 does not match"):
         qformer.create_model(str(tmp_path / "out"))
     assert graph.read_bytes()[-8:] == b"01234567"  # kept as it was, for the user to look at
     graph.write_bytes(original)
+    weights = folder / GRAPH_WEIGHTS  # hashed while onnxruntime loads the graph: still named, and kept
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])
+    with pytest.raises(ValueError, match=f"{GRAPH_WEIGHTS}: missing, or its SHA-256 does not match"):
+        load_onnx_language_model(LMConfig(name_or_path="unused", onnx=str(folder)))
+    assert weights.stat().st_size == len(intact) // 2
+    weights.write_bytes(intact)
     saved = (folder / MANIFEST).read_bytes()
     manifest = json.loads(saved)
     (folder / MANIFEST).write_text(json.dumps({**manifest, "layers": 10**9}))
     with pytest.raises(ValueError, match="SHA-256 does not match onnx.json"):  # the export hashes its manifests
         qformer.create_model(str(tmp_path / "out"))
     # an engine folder on its own (the cache's) checks what its manifest says, against the graph itself
-    for field, value, message in [("graph", {"file": "../../x.onnx"}, "must be one of this folder's files"),
+    for field, value, message in [("graph", {"file": "../../x.onnx"}, "the graph file must be model.onnx"),
+                                  ("weights", None, "the weights file must be model.weights"),
                                   ("tokenizer", "../../elsewhere", "the tokenizer must be the folder's own"),
                                   ("format", 99, "engine format 99"),
                                   ("layers", 10**9, "is no model's"),

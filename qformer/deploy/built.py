@@ -28,7 +28,7 @@ from ..processing.preprocess import Preprocess
 from .engine import MANIFEST as ENGINE_MANIFEST
 from .exported import LM_FOLDER, MANIFEST, VISUAL_GRAPH, file_hashes
 
-BUILD_FORMAT = 2  # raised when what is built changes, so that older builds are not reused
+BUILD_FORMAT = 3  # raised when what is built changes, so that older builds are not reused
 
 
 def gguf_file(config: LMConfig) -> Path | None:

@@ -1,6 +1,6 @@
 """A frozen causal LM's engine folder on onnxruntime, run with numpy alone (no torch): the graph
-exported by `deploy/onnx_lm.py`, its input embeddings and its tokenizer, each checked against the
-SHA-256 in `engine.json` before use.
+exported by `deploy/onnx_lm.py` (or `deploy/llama_graph.py`), its weights, its input embeddings and its tokenizer,
+each checked against the SHA-256 in `engine.json` before use.
 
 Decoding is greedy: the prompt in one pass, then one token per step with the KV cache, the same
 `(B, T_new)` tokens as transformers' greedy `generate` from left-padded input embeddings.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -22,14 +23,24 @@ from ..processing.prompts import check_generation
 from .runtime import open_session
 
 GRAPH = "model.onnx"
+GRAPH_WEIGHTS = "model.weights"  # the graph's initializers, beside it (`runtime.save_for_loading`)
 EMBEDDINGS = "embed_tokens.safetensors"
 MANIFEST = "engine.json"
 TOKENIZER_DIR = "tokenizer"
-FORMAT = 3
+FORMAT = 4
+READABLE_FORMATS = (3, 4)  # 3: the weights inside the graph file
+PARTS = {"graph": GRAPH, "weights": GRAPH_WEIGHTS, "embeddings": EMBEDDINGS}  # hashed in the manifest
 MASKED = float(np.finfo(np.float32).min)  # not -inf: a fully masked padding row stays finite
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header naming one tensor is a few hundred bytes
 # what a manifest may say of the model's shape, checked again against the graph itself
 SHAPE_BOUNDS = {"layers": 1024, "kv_heads": 1024, "head_dim": 4096, "hidden_size": 65536}
+
+
+def engine_files(folder: Path, opset: int) -> dict[str, dict]:
+    """The manifest's entries for the graph, its weights and the embeddings an exporter wrote."""
+    entries = {part: {"file": name, "sha256": sha256_of(folder / name)} for part, name in PARTS.items()}
+    entries["graph"]["opset"] = opset
+    return entries
 
 
 def cache_names(layers: int, kind: str) -> list[str]:
@@ -68,13 +79,14 @@ class OnnxCausalLM:
             self.manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{manifest_path}: not a readable engine manifest ({e}); export the model again") from e
-        if self.manifest.get("format") != FORMAT:
+        if not isinstance(self.manifest, dict):
+            raise ValueError(f"{manifest_path}: not an engine manifest (a JSON object); export the model again")
+        if self.manifest.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{manifest_path}: engine format {self.manifest.get('format')!r}, this qformer reads "
-                             f"{FORMAT}; export the model again")
+                             f"{' and '.join(map(str, READABLE_FORMATS))}; export the model again")
         shape = self._shape(manifest_path)
-        graph = self._verified("graph")
-        self.embeddings = mapped_table(self._verified("embeddings"), shape["hidden_size"])
-        self.session = open_session(graph, threads)
+        graph = self._verified("graph")  # before onnxruntime parses it
+        self.embeddings = mapped_table(self._opened(graph, threads), shape["hidden_size"])
         self.layers, self.heads, self.head_dim = shape["layers"], shape["kv_heads"], shape["head_dim"]
         self._past = cache_names(self.layers, "past")
         self._check_graph(manifest_path, shape)
@@ -99,17 +111,33 @@ class OnnxCausalLM:
             raise ValueError(f"{manifest_path}: its layers, heads or sizes are not those of {GRAPH}; the manifest was "
                              "changed. Export the model again")
 
+    def _opened(self, graph: Path, threads: int | None) -> Path:
+        """Open the session while the graph's weights and the embeddings are hashed beside it (hashing
+        releases the GIL: about 0.2 s of a drawing's first caption). A mismatch is what is reported,
+        before any error the session met. Returns the embeddings' path."""
+        parts = ["embeddings"] + (["weights"] if self.manifest["format"] > 3 else [])
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="engine-hash") as pool:
+            checks = [pool.submit(self._verified, part) for part in parts]
+            try:
+                self.session = open_session(graph, threads)
+            finally:
+                paths = [check.result() for check in checks]
+        return paths[0]
+
     def _verified(self, part: str) -> Path:
-        entry = self.manifest.get(part) or {}
-        name = entry.get("file")
-        if name not in (GRAPH, EMBEDDINGS):
-            raise ValueError(f"{self.folder / MANIFEST}: {part} must be one of this folder's files, not {name!r}")
+        entry = self.manifest.get(part)
+        entry = entry if isinstance(entry, dict) else {}
+        name, expected = entry.get("file"), PARTS[part]
+        if name != expected:
+            raise ValueError(f"{self.folder / MANIFEST}: the {part} file must be {expected}, not {name!r}; export "
+                             "the model again")
         try:
             path = inside(self.folder, name, str(self.folder / MANIFEST))
         except OutsideFolderError as e:
             raise ValueError(str(e)) from None
-        if sha256_of(path) != entry.get("sha256"):
-            raise ValueError(f"{self.folder / name}: its SHA-256 does not match {MANIFEST}; the file is damaged or "
+        if not path.is_file() or sha256_of(path) != entry.get("sha256"):
+            raise ValueError(f"{self.folder / name}: missing, or its SHA-256 does not match {MANIFEST}; the file is "
+                             "damaged or "
                              "was changed. It is left as it is: delete the folder to build it again, or export again")
         return path
 

