@@ -137,8 +137,8 @@ class OnnxCausalLM:
             raise ValueError(str(e)) from None
         if not path.is_file() or sha256_of(path) != entry.get("sha256"):
             raise ValueError(f"{self.folder / name}: missing, or its SHA-256 does not match {MANIFEST}; the file is "
-                             "damaged or "
-                             "was changed. It is left as it is: delete the folder to build it again, or export again")
+                             "damaged or was changed. It is left as it is: delete the folder to build it again, or "
+                             "export again")
         return path
 
     @property
