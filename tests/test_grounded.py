@@ -11,7 +11,7 @@ from PIL import Image
 
 from qformer.cli.main import main
 from qformer.grounded import Facts, GroundedCaptioner, PhotoRouter, Thing, load_captioner
-from qformer.grounded.colour import dominant_colour
+from qformer.grounded.colour import dominant_colour, plain_colour
 from qformer.grounded.language import CANNOT, answer, caption, plural, singular
 from qformer.vision.classifiers import LITE0, ImageNetClassifier
 
@@ -76,6 +76,40 @@ def test_a_question_the_facts_cannot_answer_says_so():
                                       ((120, 70, 30), "brown"), ((240, 220, 40), "yellow")])
 def test_dominant_colour(rgb, name):
     assert dominant_colour(np.full((8, 8, 3), rgb, dtype=np.uint8)) == name
+
+
+def test_a_picture_of_one_flat_colour_is_plain():
+    rng = np.random.default_rng(0)
+    dark_frame = np.clip(rng.normal(12, 6, (1080, 1920, 3)), 0, 255).astype(np.uint8)  # a night frame's noise
+    assert plain_colour(Image.fromarray(dark_frame)) == "black"
+    assert plain_colour(Image.new("RGB", (1, 1), (250, 250, 250))) == "white"
+    assert plain_colour(Image.new("RGB", (20000, 1), (200, 30, 30))) == "red"
+    assert plain_colour(Image.new("L", (64, 64), 128)) == "grey"
+    dark_frame[500:520, 900:920] = 150  # a 20-pixel object in a 1920-pixel frame is something
+    assert plain_colour(Image.fromarray(dark_frame)) is None
+    sky = np.linspace(60, 200, 480, dtype=np.float32)[:, None, None].repeat(640, 1).repeat(3, 2)
+    assert plain_colour(Image.fromarray(sky.astype(np.uint8))) is None
+    for name in ("chelsea.jpg", "scene.png", "fox-emoji.png"):
+        assert plain_colour(Image.open(SAMPLES / name).convert("RGB")) is None
+    assert caption(Facts(plain="black")) == "a plain black picture"
+    assert answer(Facts(plain="black"), "What colour is the picture?") == "black"
+    assert answer(Facts(plain="black"), "is there a circle?") == "no"
+
+
+def test_a_blank_picture_is_said_to_be_blank_on_either_path(routed, tmp_path):
+    """A small blank canvas looks like a drawing to the router; the bridge, trained on drawings of
+    shapes, would caption it with one. The routed default says what is there instead."""
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64)).save(blank)
+    assert routed.router([Image.open(blank).convert("RGB")])[0] < routed.router.threshold
+    first, = routed.caption([blank])
+    assert (first.source, first.text, first.facts.to_dict()["plain"]) == ("grounded", "a plain black picture", "black")
+    assert routed.ask([blank], "what colour is the image?")[0].text == "black"
+    assert routed.ask([blank], "how many circles are there?")[0].text == "no"
+    from qformer.serving.caption_ensemble import caption_ensemble
+
+    ranked = caption_ensemble("default")(image=str(blank))["ranked"]  # the ensemble routes it the same way
+    assert ranked["best"] == "a plain black picture" and [c["generator"] for c in ranked["candidates"]] == ["grounded"]
 
 
 def test_photos_are_grounded_and_drawings_go_to_the_bridge(routed, cat, astronaut, coffee, samples):

@@ -3,6 +3,9 @@
     route (photo or drawing?) ──photo──> facts (NanoDet + EfficientNet-Lite2) ──> caption or answer from the facts
                              └─drawing─> the trained bridge (Q-Former + SmolLM2)
 
+A picture of one flat colour (a blank frame, an empty canvas) takes the photo path whatever the router
+says: its facts say it is plain, where the bridge would invent shapes on it.
+
 Every answer records which path gave it (`source`: "bridge" or "grounded") and, when grounded, the
 facts it came from. `Answer`, `Captioner` and `BridgeCaptioner` live in `qformer.processing.answers`,
 without torch.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from ..compose import Chain, Graph, Node, Switch
 from ..processing.answers import Answer, BridgeCaptioner, Captioner, NotAnswered
+from .colour import plain_colour
 from .facts import FactFinder, Facts
 from .language import answer, caption
 
@@ -60,8 +64,9 @@ class RoutedCaptioner(Captioner):
 
         return Graph(Chain(
             "routed captioner",
+            Node("plain", plain_colour, ["image"], "plain"),
             Node("route", self.router, ["image"], "p_photo", batch_size=self.batch_size),
-            Switch("photo or drawing", lambda s: "grounded" if s["p_photo"] >= self.router.threshold else "bridge", {
+            Switch("photo or drawing", lambda s: self.router.path(s["p_photo"], s["plain"]), {
                 "grounded": Chain("grounded",
                                   Node("facts", self.grounded.finder, ["image"], "facts", batch_size=self.batch_size),
                                   Node("words", _from_facts, ["facts", "question"], "answer")),

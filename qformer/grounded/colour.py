@@ -1,8 +1,10 @@
-"""A region's dominant colour, named from a small palette by hue, saturation and value."""
+"""A region's dominant colour, named from a small palette by hue, saturation and value; and whether a
+picture is one flat colour."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (170, "green"), (260, "blue"), (300, "purple"), (345, "pink"),
         (360, "red"))
@@ -33,3 +35,22 @@ def dominant_colour(pixels: np.ndarray) -> str | None:
         return None
     names, counts = np.unique(colour_names(pixels), return_counts=True)
     return str(names[counts.argmax()])
+
+
+# A blank picture: box-reduced to about PLAIN_SIDE pixels on its longer side, no pixel more than PLAIN_LEVELS
+# (of 255) from the median in any channel. A 1920-pixel frame then averages 30x30 blocks, so anything
+# of 15x15 pixels or more that stands out clearly breaks the flatness, while sensor noise does not.
+PLAIN_SIDE, PLAIN_LEVELS = 64, 24
+
+
+def plain_colour(image: Image.Image) -> str | None:
+    """The colour's name when the picture is one flat colour (a blank frame, an empty canvas, a single
+    pixel), else None. There is nothing in such a picture to name, and a captioner trained on drawings
+    of shapes invents shapes on it."""
+    factor = max(image.size) // PLAIN_SIDE
+    small = image.reduce(factor) if factor >= 2 else image  # box averages, without a copy of the photo
+    pixels = np.asarray(small.convert("RGB"), dtype=np.int16).reshape(-1, 3)
+    median = np.median(pixels, axis=0)
+    if np.abs(pixels - median).max() > PLAIN_LEVELS:
+        return None
+    return str(colour_names(np.round(median).astype(np.uint8)[None])[0])

@@ -17,7 +17,7 @@ from ..vision.classifiers import LITE2, Classifier, imagenet_classifier
 from ..vision.fusion import fuse
 from ..vision.knowledge import Knowledge
 from ..vision.nanodet import ANIMALS, NanoDet
-from .colour import dominant_colour
+from .colour import dominant_colour, plain_colour
 
 
 @dataclass
@@ -45,11 +45,12 @@ class Thing:
 class Facts:
     things: list[Thing] = field(default_factory=list)  # most salient first
     classes: list[tuple[str, float]] = field(default_factory=list)  # the classifier's top 3 for the whole photo
+    plain: str | None = None  # the colour of a picture that is one flat colour (then there are no things)
 
     def to_dict(self) -> dict:
         return {"things": [{"name": t.name, "count": t.count, "where": t.where, "colour": t.colour,
                             "score": round(t.score, 3), "source": t.source} for t in self.things],
-                "classes": [[name, round(p, 3)] for name, p in self.classes]}
+                "classes": [[name, round(p, 3)] for name, p in self.classes], "plain": self.plain}
 
 
 def imagenet_names(knowledge: Knowledge | None = None) -> list[str]:
@@ -135,6 +136,11 @@ class FactFinder:
         return not animal_photo and bool(fuse(animals, [thing], iou=0.5)[len(animals):])
 
     def _facts(self, image: Image.Image, detections, probabilities) -> Facts:
+        top = np.argsort(-probabilities, kind="stable")[:3]
+        classes = [(self.names[int(k)], float(probabilities[k])) for k in top]
+        plain = plain_colour(image)
+        if plain is not None:  # whatever the networks make of a blank frame is not in it
+            return Facts([], classes, plain)
         whole, named, best_p = self._whole(probabilities)
         grouped: dict[str, Thing] = {}
         for d in sorted(self._kept(detections, whole is not None), key=lambda d: -d.conf):
@@ -159,8 +165,7 @@ class FactFinder:
             things.append(Thing(self.names[best], 1, [(0.0, 0.0, 1.0, 1.0)], best_p, "classifier"))
         for thing in things:
             thing.colour = dominant_colour(_pixels(image, max(thing.boxes, key=lambda b: b[2] * b[3])))
-        top = np.argsort(-probabilities, kind="stable")[:3]
-        return Facts(things, [(self.names[int(k)], float(probabilities[k])) for k in top])
+        return Facts(things, classes)
 
 
 def _merged(things: list[Thing]) -> list[Thing]:

@@ -52,6 +52,8 @@ def listed(parts: list[str]) -> str:
 
 
 def caption(facts: Facts, most: int = 3) -> str:
+    if facts.plain:
+        return f"a plain {facts.plain} picture"
     if not facts.things:
         return "a photo in which nothing could be named"
     return listed([counted(t) for t in facts.things[:most]])
@@ -82,6 +84,8 @@ def answer(facts: Facts, question: str) -> str:
         return things[0].where if things else f"{CANNOT}{caption(facts)}"
     found = re.match(r"what colou?r (?:is|are) (.+?)(?: in (?:the|this) (?:photo|picture|image))?$", q)
     if found:
+        if facts.plain and re.fullmatch(r"((the|this) )?(picture|image|photo|background)|it|this", found.group(1)):
+            return facts.plain
         things = find(facts, found.group(1))
         return things[0].colour if things and things[0].colour else f"{CANNOT}{caption(facts)}"
     if re.match(r"what (?:kind of |sort of )?animals? (?:is|are) (?:this|that|it|these|those|there|in)", q):

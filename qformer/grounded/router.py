@@ -41,6 +41,12 @@ class PhotoRouter:
     def is_photo(self, image: Image.Image) -> bool:
         return self([image])[0] >= self.threshold
 
+    def path(self, p_photo: float, plain: str | None = None) -> str:
+        """"grounded" for a photo, and for a picture of one flat colour (`colour.plain_colour`), which has
+        nothing in it to name while the bridge, trained on drawings of shapes, would invent some;
+        "bridge" for a drawing."""
+        return "grounded" if plain or p_photo >= self.threshold else "bridge"
+
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError

@@ -72,11 +72,13 @@ def _photo_parts() -> tuple:
 
 
 def route(images: list) -> list[str]:
-    """"grounded" for a photo, "bridge" for a drawing, by the default's router."""
+    """"grounded" for a photo (or a blank picture), "bridge" for a drawing, by the default's router."""
+    from ..grounded.colour import plain_colour
     from ..processing.images import load_image
 
     _, router = _photo_parts()
-    return ["grounded" if p >= router.threshold else "bridge" for p in router([load_image(i) for i in images])]
+    loaded = [load_image(i) for i in images]
+    return [router.path(p, plain_colour(image)) for p, image in zip(router(loaded), loaded)]
 
 
 def grounded(images: list) -> list[dict]:
