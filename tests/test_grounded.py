@@ -87,6 +87,8 @@ def test_a_picture_of_one_flat_colour_is_plain():
     assert plain_colour(Image.new("L", (64, 64), 128)) == "grey"
     dark_frame[500:520, 900:920] = 150  # a 20-pixel object in a 1920-pixel frame is something
     assert plain_colour(Image.fromarray(dark_frame)) is None
+    static = rng.normal(128, 40, (480, 640, 3)).clip(0, 255).astype(np.uint8)
+    assert plain_colour(Image.fromarray(static)) is None
     sky = np.linspace(60, 200, 480, dtype=np.float32)[:, None, None].repeat(640, 1).repeat(3, 2)
     assert plain_colour(Image.fromarray(sky.astype(np.uint8))) is None
     for name in ("chelsea.jpg", "scene.png", "fox-emoji.png"):

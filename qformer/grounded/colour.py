@@ -39,7 +39,9 @@ def dominant_colour(pixels: np.ndarray) -> str | None:
 
 # A blank picture: box-reduced to about PLAIN_SIDE pixels on its longer side, no pixel more than PLAIN_LEVELS
 # (of 255) from the median in any channel. A 1920-pixel frame then averages 30x30 blocks, so anything
-# of 15x15 pixels or more that stands out clearly breaks the flatness, while sensor noise does not.
+# of 15x15 pixels or more that stands out clearly breaks the flatness. Averaging also hides grain, so
+# the centre's PLAIN_SIDE pixels, as they are, must not vary by more than PLAIN_LEVELS either: a dark
+# frame's sensor noise is plain, a television's static is not.
 PLAIN_SIDE, PLAIN_LEVELS = 64, 24
 
 
@@ -47,7 +49,13 @@ def plain_colour(image: Image.Image) -> str | None:
     """The colour's name when the picture is one flat colour (a blank frame, an empty canvas, a single
     pixel), else None. There is nothing in such a picture to name, and a captioner trained on drawings
     of shapes invents shapes on it."""
-    factor = max(image.size) // PLAIN_SIDE
+    width, height = image.size
+    left, top = max(0, (width - PLAIN_SIDE) // 2), max(0, (height - PLAIN_SIDE) // 2)
+    centre = np.asarray(image.crop((left, top, left + min(width, PLAIN_SIDE), top + min(height, PLAIN_SIDE)))
+                        .convert("RGB"), dtype=np.float32)
+    if centre.reshape(-1, 3).std(axis=0).max() > PLAIN_LEVELS:
+        return None
+    factor = max(width, height) // PLAIN_SIDE
     small = image.reduce(factor) if factor >= 2 else image  # box averages, without a copy of the photo
     pixels = np.asarray(small.convert("RGB"), dtype=np.int16).reshape(-1, 3)
     median = np.median(pixels, axis=0)
