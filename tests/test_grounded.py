@@ -85,7 +85,7 @@ def test_a_picture_of_one_flat_colour_is_plain():
     assert plain_colour(Image.new("RGB", (1, 1), (250, 250, 250))) == "white"
     assert plain_colour(Image.new("RGB", (20000, 1), (200, 30, 30))) == "red"
     assert plain_colour(Image.new("L", (64, 64), 128)) == "grey"
-    dark_frame[500:520, 900:920] = 150  # a 20-pixel object in a 1920-pixel frame is something
+    dark_frame[525:555, 885:915] = 150  # a 30-pixel object in a 1920-pixel frame, cut by four blocks, is something
     assert plain_colour(Image.fromarray(dark_frame)) is None
     static = rng.normal(128, 40, (480, 640, 3)).clip(0, 255).astype(np.uint8)
     assert plain_colour(Image.fromarray(static)) is None

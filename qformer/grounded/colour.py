@@ -39,9 +39,9 @@ def dominant_colour(pixels: np.ndarray) -> str | None:
 
 # A blank picture: box-reduced to about PLAIN_SIDE pixels on its longer side, no pixel more than PLAIN_LEVELS
 # (of 255) from the median in any channel. A 1920-pixel frame then averages 30x30 blocks, so anything
-# of 15x15 pixels or more that stands out clearly breaks the flatness. Averaging also hides grain, so
-# the centre's PLAIN_SIDE pixels, as they are, must not vary by more than PLAIN_LEVELS either: a dark
-# frame's sensor noise is plain, a television's static is not.
+# of 30x30 pixels or more that stands out clearly breaks the flatness, wherever the blocks cut it.
+# Averaging also hides grain, so the centre's PLAIN_SIDE pixels, as they are, must not vary by more
+# than PLAIN_LEVELS either: a dark frame's sensor noise is plain, a television's static is not.
 PLAIN_SIDE, PLAIN_LEVELS = 64, 24
 
 
